@@ -1,0 +1,47 @@
+"""pyworker: a small, fast worker in front of an AI model server.
+
+A worker module declares its payload types and endpoint handlers and a
+`Backend`, then calls `start_server(backend, routes)` (or is run with
+`python -m pyworker <module>`).
+"""
+
+from .backend import Backend, LogAction
+from .data_types import ApiPayload, AuthData, EndpointHandler, JsonDataException
+from .http import (
+    HTTPError,
+    Request,
+    Response,
+    Route,
+    StreamResponse,
+    UpstreamResponse,
+    get,
+    json_response,
+    post,
+)
+from .server import start_server
+from .tokens import TokenCounter, count_tokens
+from .words import random_words
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApiPayload",
+    "AuthData",
+    "Backend",
+    "EndpointHandler",
+    "HTTPError",
+    "JsonDataException",
+    "LogAction",
+    "Request",
+    "Response",
+    "Route",
+    "StreamResponse",
+    "TokenCounter",
+    "UpstreamResponse",
+    "count_tokens",
+    "get",
+    "json_response",
+    "post",
+    "random_words",
+    "start_server",
+]

@@ -1,0 +1,210 @@
+"""`Backend`: the proxy path from a worker route to the model server.
+
+For each request: parse JSON into `AuthData` and the handler's payload (422
+naming the bad fields), check the signature (401), count the workload, admit
+it to the queue (429), wait for its turn, forward to the model server (502 /
+504 when it fails) and pass the answer back, streaming when the model streams.
+Each request ends in exactly one `Outcome` in `backend.metrics`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import json
+import logging
+from typing import Any, Sequence
+
+from .config import ConfigError
+from .data_types import ApiPayload, EndpointHandler
+from .http import (
+    ClientDisconnected,
+    ClientLimits,
+    ConnectionPool,
+    Handler,
+    Request,
+    Response,
+    StreamResponse,
+    UpstreamError,
+    json_response,
+)
+from .http.headers import strip_hop_by_hop
+from .http.server import ResponseAborted
+from .metrics import Metrics, Outcome
+from .queue import QueueFull, WorkQueue
+from .validation import JsonDataException
+
+log = logging.getLogger("pyworker.backend")
+
+# Request bodies over this size have their workload counted in a thread, so a
+# huge prompt never holds the event loop while it is tokenized.
+LARGE_BODY_BYTES = 16 * 1024
+# Largest health or other forwarded answer read whole.
+FORWARD_BODY_BYTES = 1024 * 1024
+DEFAULT_MODEL_SERVER_URL = "http://127.0.0.1:5001"
+
+
+class LogAction(enum.Enum):
+    """What a line of the model server's log means (matched by substring)."""
+
+    ModelLoaded = 1  # the model is ready: benchmark, then serve
+    ModelError = 2  # the model failed: report it
+    Info = 3  # worth echoing into the worker's own log
+
+
+class Backend:
+    """One model server: its address, its log, its queue and its metrics.
+
+    `MODEL_SERVER_URL` in the environment overrides `model_server_url`, and
+    `MODEL_LOG` is the default for `model_log_file`, so a worker module runs
+    against any model server without edits.
+    """
+
+    def __init__(
+        self,
+        model_server_url: str = DEFAULT_MODEL_SERVER_URL,
+        model_log_file: str | None = None,
+        allow_parallel_requests: bool = True,
+        benchmark_handler: EndpointHandler[Any] | None = None,
+        log_actions: Sequence[tuple[LogAction, str]] = (),
+        max_queue_time: float = 30.0,
+        healthcheck_url: str | None = None,
+    ) -> None:
+        self.model_server_url = model_server_url
+        self.model_log_file = model_log_file
+        self.allow_parallel_requests = allow_parallel_requests
+        self.benchmark_handler = benchmark_handler
+        self.log_actions = list(log_actions)
+        self.max_queue_time = max_queue_time
+        self.healthcheck_url = healthcheck_url
+        self.queue = WorkQueue()
+        self.metrics = Metrics()
+        self._session: ConnectionPool | None = None
+        self._client_limits = ClientLimits()
+        # Payload classes counted once already: their first count (which may
+        # load a tokenizer) ran in a thread.
+        self._warm: set[type[ApiPayload]] = set()
+
+    # -- configuration -------------------------------------------------------
+
+    def configure(
+        self,
+        model_server_url: str | None = None,
+        model_log_file: str | None = None,
+        client_limits: ClientLimits | None = None,
+    ) -> None:
+        """Apply settings from the environment (called by `start_server`)."""
+        if model_server_url:
+            self.model_server_url = model_server_url
+        if model_log_file:
+            self.model_log_file = model_log_file
+        if client_limits is not None:
+            self._client_limits = client_limits
+        if self.model_log_file is None:
+            raise ConfigError("MODEL_LOG is not set: the path of the model server's log file")
+        try:
+            ConnectionPool(self.model_server_url)
+        except ValueError as exc:
+            raise ConfigError(f"MODEL_SERVER_URL: {exc}") from None
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    @property
+    def session(self) -> ConnectionPool:
+        """The keep-alive connection pool to the model server."""
+        if self._session is None:
+            self._session = ConnectionPool(self.model_server_url, self._client_limits)
+        return self._session
+
+    # -- routes ----------------------------------------------------------------
+
+    def create_handler(self, handler: EndpointHandler[Any]) -> Handler:
+        """A route handler that proxies through `handler` to the model server."""
+
+        async def handle(request: Request) -> Response | StreamResponse:
+            return await self._handle(handler, request)
+
+        return handle
+
+    async def forward(self, method: str, path: str) -> Response:
+        """Send a body-less request to the model server and return its answer whole.
+
+        For routes like `/healthcheck`; a model server that cannot be reached
+        gives 502 (or 504 on a timeout) with a JSON error.
+        """
+        try:
+            async with await self.session.request(method, path) as res:
+                body = await res.read(FORWARD_BODY_BYTES)
+                headers = [(k, v) for k, v in strip_hop_by_hop(res.headers) if k != b"content-length"]
+                return Response(body, status=res.status, headers=headers)
+        except UpstreamError as exc:
+            return json_response({"error": str(exc)}, status=exc.status)
+
+    def check_signature(self, request: Request, auth: Any) -> str | None:
+        """None when the request may pass, else why it may not (answered 401).
+
+        The signature check of the autoscaler integration plugs in here.
+        """
+        return None
+
+    async def _count(self, payload: ApiPayload, body_bytes: int) -> float:
+        kind = type(payload)
+        if body_bytes > LARGE_BODY_BYTES or kind not in self._warm:
+            workload = await asyncio.to_thread(payload.count_workload)
+            self._warm.add(kind)
+        else:
+            workload = payload.count_workload()
+        return float(workload)
+
+    async def _handle(self, handler: EndpointHandler[Any], request: Request) -> Response | StreamResponse:
+        try:
+            data = json.loads(request.body)
+        except ValueError:
+            return json_response({"error": "invalid JSON"}, status=422)
+        try:
+            auth, payload = handler.get_data_from_request(data)
+        except JsonDataException as exc:
+            return json_response(exc.message, status=422)
+        refusal = self.check_signature(request, auth)
+        if refusal is not None:
+            return json_response({"error": refusal}, status=401)
+
+        workload = await self._count(payload, len(request.body))
+        tracker = self.metrics.track(auth.request_idx, workload)
+        parallel = self.allow_parallel_requests if handler.allow_parallel_requests is None else handler.allow_parallel_requests
+        limit = self.max_queue_time if handler.max_queue_time is None else handler.max_queue_time
+        try:
+            ticket = self.queue.admit(workload, limit, parallel)
+        except QueueFull as exc:
+            tracker.finish(Outcome.REJECTED)
+            return json_response({"error": str(exc)}, status=429)
+        tracker.admitted()
+
+        outcome = Outcome.ERROR
+        try:
+            async with ticket:
+                tracker.started()
+                body = json.dumps(handler.generate_payload_json(payload), separators=(",", ":")).encode("utf-8")
+                try:
+                    model_response = await self.session.request(
+                        "POST", handler.endpoint, body=body, content_type="application/json"
+                    )
+                except UpstreamError as exc:
+                    log.warning("%s: %s", handler.endpoint, exc)
+                    return json_response({"error": str(exc)}, status=exc.status)
+                async with model_response:
+                    try:
+                        result = await handler.generate_client_response(request, model_response)
+                    except UpstreamError as exc:
+                        log.warning("%s: %s", handler.endpoint, exc)
+                        if request.response_started:
+                            raise ResponseAborted(str(exc)) from None
+                        return json_response({"error": str(exc)}, status=exc.status)
+                outcome = Outcome.SUCCESS if result.status < 500 else Outcome.ERROR
+                return result
+        except (asyncio.CancelledError, ClientDisconnected):
+            outcome = Outcome.CANCELLED
+            raise
+        finally:
+            tracker.finish(outcome)

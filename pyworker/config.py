@@ -1,0 +1,126 @@
+"""Settings from the environment, each read and checked in one place.
+
+A bad or missing value raises `ConfigError` with one line that names the
+variable; `python -m pyworker` prints that line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Mapping
+
+from .http import ClientLimits, ServerLimits
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message is one line naming it."""
+
+
+def _get(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    return value if value not in (None, "") else None
+
+
+def env_str(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    return _get(env, name) or default
+
+
+def env_required(env: Mapping[str, str], name: str, what: str) -> str:
+    value = _get(env, name)
+    if value is None:
+        raise ConfigError(f"{name} is not set: {what}")
+    return value
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
+    if value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
+    return value
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+    if not value >= minimum:  # also refuses NaN
+        raise ConfigError(f"{name} must be at least {minimum:g}, not {raw}")
+    return value
+
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = _get(env, name)
+    if raw is None:
+        return default
+    lowered = raw.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {raw!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerConfig:
+    """Everything `start_server` reads from the environment."""
+
+    host: str
+    port: int
+    model_log: str | None
+    model_server_url: str | None
+    report_addrs: tuple[str, ...]
+    unsecured: bool
+    use_ssl: bool
+    server_limits: ServerLimits
+    client_limits: ClientLimits
+    shutdown_grace_s: float
+    log_level: str
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
+        e = os.environ if env is None else env
+        server_defaults = ServerLimits()
+        client_defaults = ClientLimits()
+        report = env_str(e, "REPORT_ADDR", "https://run.vast.ai") or ""
+        return cls(
+            host=env_str(e, "WORKER_HOST", "0.0.0.0") or "0.0.0.0",
+            port=env_int(e, "WORKER_PORT", 3000, minimum=0),
+            model_log=env_str(e, "MODEL_LOG"),
+            model_server_url=env_str(e, "MODEL_SERVER_URL"),
+            report_addrs=tuple(a.strip().rstrip("/") for a in report.split(",") if a.strip()),
+            unsecured=env_bool(e, "UNSECURED", False),
+            use_ssl=env_bool(e, "USE_SSL", False),
+            server_limits=ServerLimits(
+                max_header_bytes=env_int(e, "PYWORKER_MAX_HEADER_BYTES", server_defaults.max_header_bytes, 1024),
+                max_body_bytes=env_int(e, "PYWORKER_MAX_BODY_BYTES", server_defaults.max_body_bytes, 1),
+                header_timeout_s=env_float(e, "PYWORKER_HEADER_TIMEOUT_S", server_defaults.header_timeout_s, 0.001),
+                body_timeout_s=env_float(e, "PYWORKER_BODY_TIMEOUT_S", server_defaults.body_timeout_s, 0.001),
+                keepalive_timeout_s=env_float(
+                    e, "PYWORKER_KEEPALIVE_TIMEOUT_S", server_defaults.keepalive_timeout_s, 0.001
+                ),
+                max_connections=env_int(e, "PYWORKER_MAX_CONNECTIONS", server_defaults.max_connections, 1),
+            ),
+            client_limits=ClientLimits(
+                connect_timeout_s=env_float(
+                    e, "MODEL_CONNECT_TIMEOUT_S", client_defaults.connect_timeout_s, 0.001
+                ),
+                read_timeout_s=env_float(e, "MODEL_READ_TIMEOUT_S", client_defaults.read_timeout_s, 0.001),
+            ),
+            shutdown_grace_s=env_float(e, "PYWORKER_SHUTDOWN_GRACE_S", 10.0),
+            log_level=(env_str(e, "PYWORKER_LOG_LEVEL", "INFO") or "INFO").upper(),
+        )

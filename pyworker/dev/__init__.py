@@ -1,0 +1,1 @@
+"""Development tools: a stand-in model server (and, later, a local autoscaler)."""

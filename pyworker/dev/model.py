@@ -1,0 +1,155 @@
+"""A stand-in LLM server for hello_world, so everything runs without a GPU.
+
+    python -m pyworker.dev.model --port 5001 --log /tmp/model.log
+
+- `POST /generate` `{"prompt", "max_response_tokens"}` → `{"generated_text", "tokens"}`
+- `POST /generate_stream` → `text/event-stream`, one token per event, then `data: [DONE]`
+- `GET /healthcheck` → `{"status": "ok"}` (503 while loading)
+
+It writes "infer server has started" to its log once ready. The token
+delay and the time to first token make it behave like a slow model; they
+can also be set per request with the payload keys `token_delay_s`,
+`first_token_s` (for tests).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from ..http import HTTPServer, Request, Response, StreamResponse, get, json_response, post
+
+READY_LINE = "infer server has started"
+ERROR_LINE = "Exception: corrupted model file"
+_WORDS = ("alpha", "bravo", "charlie", "delta", "echo", "foxtrot", "golf", "hotel")
+
+
+@dataclass
+class ModelSettings:
+    tokens: int = 16  # generated when the request does not say
+    token_delay_s: float = 0.0
+    first_token_s: float = 0.0
+    load_time_s: float = 0.0
+
+
+class StandInModel:
+    def __init__(self, settings: ModelSettings, log_path: str | None) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.ready = False
+        self.requests = 0
+        self.active = 0
+
+    def log(self, line: str) -> None:
+        if self.log_path:
+            with open(self.log_path, "a", encoding="utf-8") as f:
+                f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
+
+    def _params(self, request: Request) -> tuple[int, float, float, str] | Response:
+        try:
+            body: Any = json.loads(request.body)
+        except ValueError:
+            return json_response({"error": "invalid JSON"}, status=400)
+        if not isinstance(body, dict) or not isinstance(body.get("prompt"), str):
+            return json_response({"error": "prompt (a string) is required"}, status=422)
+        n = body.get("max_response_tokens")
+        s = self.settings
+        tokens = n if isinstance(n, int) and n >= 0 else s.tokens
+        delay = float(body.get("token_delay_s", s.token_delay_s))
+        first = float(body.get("first_token_s", s.first_token_s))
+        return tokens, delay, first, body["prompt"]
+
+    async def generate(self, request: Request) -> Response:
+        params = self._params(request)
+        if isinstance(params, Response):
+            return params
+        tokens, delay, first, _ = params
+        self.requests += 1
+        self.active += 1
+        try:
+            wait = first + delay * tokens
+            if wait > 0:
+                await asyncio.sleep(wait)
+            text = " ".join(_WORDS[i % len(_WORDS)] for i in range(tokens))
+            return json_response({"generated_text": text, "tokens": tokens})
+        finally:
+            self.active -= 1
+
+    async def generate_stream(self, request: Request) -> Response | StreamResponse:
+        params = self._params(request)
+        if isinstance(params, Response):
+            return params
+        tokens, delay, first, _ = params
+        self.requests += 1
+        self.active += 1
+        try:
+            res = StreamResponse(content_type="text/event-stream", headers=[("cache-control", "no-cache")])
+            await res.prepare(request)
+            if first > 0:
+                await asyncio.sleep(first)
+            for i in range(tokens):
+                if i and delay > 0:
+                    await asyncio.sleep(delay)
+                event = {"token": {"id": i, "text": " " + _WORDS[i % len(_WORDS)]}}
+                await res.write(b"data: " + json.dumps(event).encode() + b"\n\n")
+            await res.write(b"data: [DONE]\n\n")
+            await res.write_eof()
+            return res
+        finally:
+            self.active -= 1
+
+    async def healthcheck(self, _: Request) -> Response:
+        if not self.ready:
+            return json_response({"status": "loading"}, status=503)
+        return json_response({"status": "ok"})
+
+    async def stats(self, _: Request) -> Response:
+        return json_response({"requests": self.requests, "active": self.active})
+
+
+async def run(port: int, host: str, settings: ModelSettings, log_path: str | None) -> None:
+    model = StandInModel(settings, log_path)
+    server = HTTPServer(
+        [
+            post("/generate", model.generate),
+            post("/generate_stream", model.generate_stream),
+            get("/healthcheck", model.healthcheck),
+            get("/stats", model.stats),
+        ]
+    )
+    await server.start(host, port)
+    model.log(f"stand-in model loading on {host}:{server.port}")
+    if settings.load_time_s > 0:
+        await asyncio.sleep(settings.load_time_s)
+    model.ready = True
+    model.log(READY_LINE)
+    logging.getLogger("pyworker.dev.model").info("stand-in model ready on %s:%d", host, server.port)
+    await asyncio.Event().wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m pyworker.dev.model", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5001)
+    parser.add_argument("--log", default=os.environ.get("MODEL_LOG"), help="log file to write (default: $MODEL_LOG)")
+    parser.add_argument("--tokens", type=int, default=16, help="tokens generated when the request does not say")
+    parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between tokens")
+    parser.add_argument("--first-token", type=float, default=0.0, help="seconds before the first token")
+    parser.add_argument("--load-time", type=float, default=0.0, help="seconds before the ready log line")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = ModelSettings(args.tokens, args.token_delay, args.first_token, args.load_time)
+    try:
+        asyncio.run(run(args.port, args.host, settings, args.log))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main()

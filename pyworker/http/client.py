@@ -1,0 +1,405 @@
+"""HTTP/1.1 client to the model server, on h11, with a keep-alive pool.
+
+A connection goes back to the pool only when both sides of h11 reached DONE
+and the response was read to its end; after an error, a timeout or a
+cancellation it is closed. Idle pooled connections keep reading, so a model
+server that closes one is noticed before the connection is reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any, AsyncIterator, Iterable, cast
+from urllib.parse import urlsplit
+
+import h11
+
+from .flow import WriteFlow
+from .headers import get_header
+
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+class UpstreamError(Exception):
+    """The model server could not be used; `status` is what the client gets."""
+
+    status = 502
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Connecting to the model server failed (refused, unreachable)."""
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The model server broke HTTP or closed the connection mid-response."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The model server did not connect or answer in time."""
+
+    status = 504
+
+
+class UpstreamBodyTooLarge(UpstreamError):
+    """A response read whole was over the limit given to `read()`."""
+
+
+@dataclass(frozen=True, slots=True)
+class ClientLimits:
+    connect_timeout_s: float = 5.0
+    # Longest silence from the model server while a response is awaited or
+    # streamed. A non-streaming LLM generation sends nothing until it is done.
+    read_timeout_s: float = 300.0
+    max_idle_connections: int = 128
+    # Bytes received but not yet consumed before reading from the socket pauses.
+    read_buffer_bytes: int = 256 * 1024
+    # Largest body `UpstreamResponse.read()` accepts.
+    max_response_bytes: int = 64 * 1024 * 1024
+
+
+def _fire_timeout(waiter: asyncio.Future[None], message: str) -> None:
+    if not waiter.done():
+        waiter.set_exception(UpstreamTimeout(message))
+
+
+class _ClientConnection(asyncio.Protocol):
+    """One connection to the model server and its `h11.Connection`."""
+
+    def __init__(self, limits: ClientLimits) -> None:
+        self._limits = limits
+        self._loop = asyncio.get_running_loop()
+        self.h11 = h11.Connection(h11.CLIENT)
+        self.transport: asyncio.Transport | None = None
+        self.flow: WriteFlow | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._eof_fed = False
+        self.lost = False
+        self._unread = 0
+        self._read_paused = False
+        # Bytes seen since the current request was sent (0: nothing came back).
+        self.received = 0
+        self.uses = 0
+
+    # asyncio callbacks
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.flow = WriteFlow(transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.h11.receive_data(data)
+        self.received += len(data)
+        self._unread += len(data)
+        if self._unread > self._limits.read_buffer_bytes and not self._read_paused:
+            self._read_paused = True
+            assert self.transport is not None
+            self.transport.pause_reading()
+        self._wake()
+
+    def eof_received(self) -> bool | None:
+        self._feed_eof()
+        self._wake()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        if self.flow is not None:
+            self.flow.connection_lost()
+        self._wake()
+
+    def pause_writing(self) -> None:
+        assert self.flow is not None
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        assert self.flow is not None
+        self.flow.resume_writing()
+
+    # helpers
+
+    def _feed_eof(self) -> None:
+        if not self._eof_fed:
+            self._eof_fed = True
+            self.h11.receive_data(b"")
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def is_reusable(self) -> bool:
+        """True when an idle pooled connection can carry another request."""
+        return (
+            not self.lost
+            and not self._eof_fed
+            and self.received == 0  # an idle connection must not have been sent anything
+            and self.transport is not None
+            and not self.transport.is_closing()
+            and self.h11.our_state is h11.IDLE
+            and self.h11.their_state is h11.IDLE
+        )
+
+    def send(self, parts: Iterable[h11.Event]) -> None:
+        if self.lost or self.transport is None or self.transport.is_closing():
+            raise ConnectionResetError("connection closed before the request was sent")
+        self.received = 0
+        self.uses += 1
+        out = b"".join(cast(bytes, self.h11.send(event)) for event in parts)
+        self.transport.write(out)
+
+    async def next_event(self, timeout_s: float) -> h11.Event | type[h11.PAUSED]:
+        conn = self.h11
+        while True:
+            try:
+                event = conn.next_event()
+            except h11.RemoteProtocolError as exc:
+                raise UpstreamProtocolError(f"model server broke HTTP/1.1: {exc}") from None
+            if event is not h11.NEED_DATA:
+                return cast("h11.Event | type[h11.PAUSED]", event)
+            self._unread = 0
+            if self._read_paused:
+                self._read_paused = False
+                assert self.transport is not None
+                self.transport.resume_reading()
+            if self.lost:
+                self._feed_eof()
+                continue
+            waiter = self._loop.create_future()
+            self._waiter = waiter
+            timer = self._loop.call_later(
+                timeout_s, _fire_timeout, waiter, f"model server sent nothing for {timeout_s:g} s"
+            )
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+        self.lost = True
+
+
+class UpstreamResponse:
+    """The model server's answer; its body is read as it arrives.
+
+    Use as an async context manager, or call `aclose()`: the connection goes
+    back to the pool only if the body was read to its end.
+    """
+
+    def __init__(self, pool: ConnectionPool, conn: _ClientConnection, head: h11.Response) -> None:
+        self._pool = pool
+        self._conn: _ClientConnection | None = conn
+        self.status: int = head.status_code
+        self.reason = head.reason.decode("latin-1")
+        self.headers: list[tuple[bytes, bytes]] = list(head.headers)
+        self.http_version = head.http_version.decode("ascii")
+        self.complete = False
+
+    def header(self, name: str) -> str | None:
+        value = get_header(self.headers, name.lower().encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
+
+    @property
+    def content_type(self) -> str:
+        return self.header("content-type") or ""
+
+    @property
+    def content_length(self) -> int | None:
+        value = self.header("content-length")
+        return None if value is None else int(value)
+
+    @property
+    def is_streaming(self) -> bool:
+        """True for event streams and bodies of unknown length (chunked or until close)."""
+        return self.content_length is None or self.content_type.startswith("text/event-stream")
+
+    async def iter_chunks(self) -> AsyncIterator[bytes]:
+        """Yield each piece of the body as it arrives from the socket."""
+        conn = self._conn
+        if conn is None:
+            return
+        timeout_s = self._pool.limits.read_timeout_s
+        while True:
+            event = await conn.next_event(timeout_s)
+            kind = type(event)
+            if kind is h11.Data:
+                data = cast(h11.Data, event).data
+                if data:
+                    yield bytes(data)
+            elif kind is h11.EndOfMessage:
+                self.complete = True
+                self._release()
+                return
+            else:
+                self.aclose_now()
+                raise UpstreamProtocolError("model server closed the connection mid-response")
+
+    @property
+    def content(self) -> AsyncIterator[bytes]:
+        """Same as `iter_chunks()`; named as aiohttp's, for handlers written for it."""
+        return self.iter_chunks()
+
+    async def read(self, limit: int | None = None) -> bytes:
+        """The whole body, refusing more than `limit` bytes."""
+        cap = self._pool.limits.max_response_bytes if limit is None else limit
+        parts: list[bytes] = []
+        size = 0
+        async for chunk in self.iter_chunks():
+            size += len(chunk)
+            if size > cap:
+                self.aclose_now()
+                raise UpstreamBodyTooLarge(f"model response over {cap} bytes")
+            parts.append(chunk)
+        return b"".join(parts)
+
+    async def json(self) -> Any:
+        return json.loads(await self.read())
+
+    def _release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            self._pool.release(conn)
+
+    def aclose_now(self) -> None:
+        """Drop the connection unless the body was read to its end."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            if self.complete:
+                self._pool.release(conn)
+            else:
+                conn.close()
+
+    async def aclose(self) -> None:
+        self.aclose_now()
+
+    async def __aenter__(self) -> UpstreamResponse:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self.aclose_now()
+
+
+class ConnectionPool:
+    """Keep-alive connections to one model server (`http://host:port`)."""
+
+    def __init__(self, base_url: str, limits: ClientLimits | None = None) -> None:
+        parts = urlsplit(base_url)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError(f"model server URL must look like http://host:port, not {base_url!r}")
+        self.base_url = base_url.rstrip("/")
+        self.host = parts.hostname
+        self.port = parts.port or 80
+        self.prefix = parts.path.rstrip("/")
+        self.host_header = parts.netloc.encode("ascii")
+        self.limits = limits or ClientLimits()
+        self._idle: list[_ClientConnection] = []
+        self.connections_opened = 0
+
+    async def _connect(self) -> _ClientConnection:
+        loop = asyncio.get_running_loop()
+        limits = self.limits
+        try:
+            _, conn = await asyncio.wait_for(
+                loop.create_connection(lambda: _ClientConnection(limits), self.host, self.port),
+                limits.connect_timeout_s,
+            )
+        except asyncio.TimeoutError:
+            raise UpstreamTimeout(
+                f"no connection to the model server at {self.host}:{self.port} "
+                f"within {limits.connect_timeout_s:g} s"
+            ) from None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise UpstreamUnavailable(
+                f"cannot connect to the model server at {self.host}:{self.port}: {reason}"
+            ) from None
+        self.connections_opened += 1
+        return conn
+
+    def _take_idle(self) -> _ClientConnection | None:
+        while self._idle:
+            conn = self._idle.pop()
+            if conn.is_reusable():
+                return conn
+            conn.close()
+        return None
+
+    def release(self, conn: _ClientConnection) -> None:
+        """Return a connection whose exchange finished; closed unless reusable."""
+        state = conn.h11
+        if state.our_state is h11.DONE and state.their_state is h11.DONE and not conn.lost:
+            state.start_next_cycle()
+            conn.received = 0
+            if conn.is_reusable() and len(self._idle) < self.limits.max_idle_connections:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        headers: Iterable[tuple[str, str]] = (),
+        content_type: str | None = None,
+    ) -> UpstreamResponse:
+        """Send a request and wait for the response head.
+
+        A request that fails on a reused connection before any byte came back
+        (the server had closed it while idle) is sent again once on a fresh
+        connection when it is idempotent or was never written.
+        """
+        hdrs: list[tuple[bytes, bytes]] = [(b"host", self.host_header)]
+        hdrs.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
+        if content_type is not None:
+            hdrs.append((b"content-type", content_type.encode("latin-1")))
+        if body or method not in ("GET", "HEAD"):
+            hdrs.append((b"content-length", b"%d" % len(body)))
+        target = (self.prefix + path).encode("ascii")
+        events: list[h11.Event] = [h11.Request(method=method, target=target, headers=hdrs)]
+        if body:
+            events.append(h11.Data(data=body))
+        events.append(h11.EndOfMessage())
+        retriable = method in IDEMPOTENT_METHODS
+        timeout_s = self.limits.read_timeout_s
+
+        for attempt in (1, 2):
+            conn = self._take_idle() if attempt == 1 else None
+            reused = conn is not None
+            if conn is None:
+                conn = await self._connect()
+            sent = False
+            try:
+                conn.send(events)
+                sent = True
+                while True:
+                    event = await conn.next_event(timeout_s)
+                    kind = type(event)
+                    if kind is h11.Response:
+                        return UpstreamResponse(self, conn, cast(h11.Response, event))
+                    if kind is h11.InformationalResponse:
+                        continue
+                    raise UpstreamProtocolError("model server closed the connection without answering")
+            except BaseException as exc:
+                conn.close()
+                stale = (
+                    reused
+                    and conn.received == 0
+                    and (retriable or not sent)
+                    and isinstance(exc, (UpstreamProtocolError, ConnectionError))
+                )
+                if attempt == 1 and stale:
+                    continue
+                if isinstance(exc, ConnectionError):
+                    raise UpstreamProtocolError(f"model server connection failed: {exc}") from None
+                raise
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        for conn in self._idle:
+            conn.close()
+        self._idle.clear()

@@ -1,0 +1,174 @@
+"""What a route handler receives and returns: `Request`, `Response`, `StreamResponse`.
+
+These play the part of aiohttp's `web.Request`, `web.Response` and
+`web.StreamResponse` in the original guide, without aiohttp.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:
+    from .server import _Responder
+
+Headers = list[tuple[bytes, bytes]]
+HeaderItems = Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
+
+
+def _latin1(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode("latin-1")
+
+
+def encode_headers(items: HeaderItems | Mapping[str, str], content_type: str | None = None) -> Headers:
+    """Header pairs as bytes (str is taken as latin-1), with `content_type` added."""
+    pairs: Iterable[tuple[str | bytes, str | bytes]] = items.items() if isinstance(items, Mapping) else items
+    out = [(_latin1(k).lower(), _latin1(v)) for k, v in pairs]
+    if content_type is not None:
+        out.append((b"content-type", content_type.encode("latin-1")))
+    return out
+
+JSON_TYPE = "application/json"
+TEXT_TYPE = "text/plain; charset=utf-8"
+
+
+class HTTPError(Exception):
+    """Raise from a handler to answer with `status` and a JSON error body.
+
+    >>> raise HTTPError(422, {"payload": {"prompt": "missing parameter"}})
+    """
+
+    def __init__(self, status: int, detail: Any, headers: HeaderItems = ()) -> None:
+        super().__init__(f"{status}: {detail}")
+        self.status = status
+        self.detail = detail
+        self.headers = list(headers)
+
+    def to_response(self) -> Response:
+        body = self.detail if isinstance(self.detail, dict) else {"error": self.detail}
+        return json_response(body, status=self.status, headers=self.headers)
+
+
+class Request:
+    """One HTTP request whose body has been read in full (bounded by the server's limit)."""
+
+    __slots__ = ("method", "path", "query", "headers", "body", "http_version", "_responder")
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Headers,
+        body: bytes,
+        http_version: str,
+        responder: _Responder | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers  # names are lower-case, as h11 gives them
+        self.body = body
+        self.http_version = http_version
+        self._responder = responder
+
+    def header(self, name: str) -> str | None:
+        """The first value of header `name` (case-insensitive), or None."""
+        wanted = name.lower().encode("latin-1")
+        for key, value in self.headers:
+            if key == wanted:
+                return value.decode("latin-1")
+        return None
+
+    def json(self) -> Any:
+        """The body parsed as JSON; raises `ValueError` when it is not."""
+        return json.loads(self.body)
+
+    @property
+    def response_started(self) -> bool:
+        """True once a response head went out: the status can no longer change."""
+        return self._responder is not None and self._responder.head_sent
+
+
+class Response:
+    """A complete response: status, headers and a body held in memory."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(
+        self,
+        body: bytes | str = b"",
+        status: int = 200,
+        headers: HeaderItems = (),
+        content_type: str | None = None,
+    ) -> None:
+        if isinstance(body, str):
+            body = body.encode("utf-8")
+            if content_type is None:
+                content_type = TEXT_TYPE
+        self.status = status
+        self.body = body
+        self.headers: Headers = encode_headers(headers, content_type)
+
+
+def json_response(data: Any, status: int = 200, headers: HeaderItems = ()) -> Response:
+    """A `Response` whose body is `data` as compact JSON."""
+    body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+    return Response(body, status=status, headers=headers, content_type=JSON_TYPE)
+
+
+class StreamResponse:
+    """A response sent piece by piece while the handler runs, as aiohttp's.
+
+    >>> res = StreamResponse(content_type="text/event-stream")
+    >>> await res.prepare(request)
+    >>> async for chunk in model_response.iter_chunks():
+    ...     await res.write(chunk)
+    >>> await res.write_eof()
+
+    `write` waits while the client is slow to read, so memory stays bounded.
+    With no `Content-Length` header the body goes out chunked (HTTP/1.1
+    clients) or delimited by closing the connection (HTTP/1.0 clients).
+    """
+
+    __slots__ = ("status", "headers", "_responder", "finished")
+
+    def __init__(
+        self,
+        status: int = 200,
+        headers: HeaderItems | Mapping[str, str] = (),
+        content_type: str | None = None,
+    ) -> None:
+        self.status = status
+        self.headers: Headers = encode_headers(headers, content_type)
+        self._responder: _Responder | None = None
+        self.finished = False
+
+    @property
+    def prepared(self) -> bool:
+        return self._responder is not None
+
+    async def prepare(self, request: Request) -> None:
+        """Send the status line and headers."""
+        if self._responder is not None:
+            raise RuntimeError("response already prepared")
+        responder = request._responder
+        if responder is None:
+            raise RuntimeError("this request has no connection to answer on")
+        self._responder = responder
+        await responder.start(self.status, self.headers)
+
+    async def write(self, data: bytes) -> None:
+        """Send one piece of the body; returns once the client can take more."""
+        if self._responder is None:
+            raise RuntimeError("prepare() the response before writing")
+        if data:
+            await self._responder.write(data)
+
+    async def write_eof(self) -> None:
+        """End the body."""
+        if self._responder is None:
+            raise RuntimeError("prepare() the response before writing")
+        if not self.finished:
+            self.finished = True
+            self._responder.finish()

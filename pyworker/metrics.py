@@ -1,0 +1,126 @@
+"""What the worker counts for the autoscaler: load, throughput, finished requests.
+
+Every request that reaches a proxy route ends in exactly one `Outcome`;
+`RequestTracker.finish` enforces that.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+
+log = logging.getLogger("pyworker.metrics")
+
+# Finished-request records kept until the autoscaler takes them.
+MAX_FINISHED_RECORDS = 10_000
+
+
+class Outcome(enum.Enum):
+    SUCCESS = "Success"
+    ERROR = "Error"
+    CANCELLED = "Cancelled"
+    REJECTED = "Rejected"
+
+
+@dataclass(frozen=True, slots=True)
+class RequestRecord:
+    """One finished request, as `/delete_requests/` wants it."""
+
+    request_idx: int
+    success: bool
+    status: str
+    entered_queue_at: float
+    work_started_at: float | None
+    work_completed_at: float
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "request_idx": self.request_idx,
+            "success": self.success,
+            "status": self.status,
+            "entered_queue_at": self.entered_queue_at,
+            "work_started_at": self.work_started_at,
+            "work_completed_at": self.work_completed_at,
+        }
+
+
+@dataclass
+class Metrics:
+    """Counters since the last report, plus totals since start."""
+
+    new_load: float = 0.0  # workload received minus cancelled
+    rej_load: float = 0.0
+    cur_perf_load: float = 0.0  # workload served
+    num_requests_recieved: int = 0  # spelled as on the wire
+    totals: Counter[Outcome] = field(default_factory=Counter)
+    working: dict[int, float] = field(default_factory=dict)  # request_idx -> workload
+    finished: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=MAX_FINISHED_RECORDS))
+
+    def track(self, request_idx: int, workload: float) -> RequestTracker:
+        """Start following a request that has been received."""
+        self.num_requests_recieved += 1
+        return RequestTracker(self, request_idx, workload)
+
+    @property
+    def cur_load(self) -> float:
+        return sum(self.working.values())
+
+    def _record(self, record: RequestRecord) -> None:
+        if len(self.finished) == self.finished.maxlen:
+            log.warning("finished-request records are full; dropping the oldest (request %d)", self.finished[0].request_idx)
+        self.finished.append(record)
+
+
+class RequestTracker:
+    """One request's life: received, maybe started, then one outcome."""
+
+    __slots__ = ("_metrics", "request_idx", "workload", "entered_at", "started_at", "outcome")
+
+    def __init__(self, metrics: Metrics, request_idx: int, workload: float) -> None:
+        self._metrics = metrics
+        self.request_idx = request_idx
+        self.workload = workload
+        self.entered_at = time.time()
+        self.started_at: float | None = None
+        self.outcome: Outcome | None = None
+
+    def admitted(self) -> None:
+        self._metrics.new_load += self.workload
+        self._metrics.working[self.request_idx] = self._metrics.working.get(self.request_idx, 0.0) + self.workload
+
+    def started(self) -> None:
+        self.started_at = time.time()
+
+    def finish(self, outcome: Outcome) -> None:
+        """Record the outcome; a second call is a bug in the caller and is ignored loudly."""
+        if self.outcome is not None:
+            log.error("request %d finished twice (%s, then %s)", self.request_idx, self.outcome.value, outcome.value)
+            return
+        self.outcome = outcome
+        m = self._metrics
+        m.totals[outcome] += 1
+        if outcome is not Outcome.REJECTED:
+            left = m.working.get(self.request_idx, 0.0) - self.workload
+            if left > 1e-9:
+                m.working[self.request_idx] = left
+            else:
+                m.working.pop(self.request_idx, None)
+        if outcome is Outcome.SUCCESS:
+            m.cur_perf_load += self.workload
+        elif outcome is Outcome.REJECTED:
+            m.rej_load += self.workload
+        elif outcome is Outcome.CANCELLED:
+            m.new_load -= self.workload
+        m._record(
+            RequestRecord(
+                request_idx=self.request_idx,
+                success=outcome is Outcome.SUCCESS,
+                status=outcome.value,
+                entered_queue_at=self.entered_at,
+                work_started_at=self.started_at,
+                work_completed_at=time.time(),
+            )
+        )

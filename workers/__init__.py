@@ -1,0 +1,1 @@
+"""Worker modules, one package per model server API."""
