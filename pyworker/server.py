@@ -24,6 +24,49 @@ def setup_logging(level: str = "INFO") -> None:
     )
 
 
+class Worker:
+    """A worker's HTTP server and its backend, started and stopped together."""
+
+    def __init__(self, backend: Backend, routes: Iterable[Route], config: WorkerConfig) -> None:
+        self.backend = backend
+        self.config = config
+        self.server = HTTPServer(routes, config.server_limits)
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def start(self) -> None:
+        config = self.config
+        self.backend.configure(
+            model_server_url=config.model_server_url,
+            model_log_file=config.model_log,
+            client_limits=config.client_limits,
+        )
+        ssl_context: ssl.SSLContext | None = None
+        if config.use_ssl:
+            raise ConfigError("USE_SSL=true is not supported yet")
+        if config.unsecured:
+            log.warning("UNSECURED=true: requests are NOT checked for the autoscaler's signature")
+        try:
+            await self.server.start(config.host, config.port, ssl_context)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+        log.info(
+            "pyworker listening on %s:%d, model server %s, routes %s",
+            config.host,
+            self.port,
+            self.backend.model_server_url,
+            " ".join(self.server.router.paths),
+        )
+
+    async def stop(self) -> None:
+        log.info("shutting down: waiting up to %g s for requests in progress", self.config.shutdown_grace_s)
+        await self.server.shutdown(self.config.shutdown_grace_s)
+        self.backend.session.close()
+        await asyncio.sleep(0)  # let the closed transports finish closing
+
+
 async def serve(
     backend: Backend,
     routes: Iterable[Route],
@@ -31,41 +74,19 @@ async def serve(
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve until `stop` is set (or SIGTERM/SIGINT), then shut down gracefully."""
-    backend.configure(
-        model_server_url=config.model_server_url,
-        model_log_file=config.model_log,
-        client_limits=config.client_limits,
-    )
-    ssl_context: ssl.SSLContext | None = None
-    if config.use_ssl:
-        raise ConfigError("USE_SSL=true is not supported yet")
-    if config.unsecured:
-        log.warning("UNSECURED=true: requests are NOT checked for the autoscaler's signature")
-    server = HTTPServer(routes, config.server_limits)
-    try:
-        await server.start(config.host, config.port, ssl_context)
-    except OSError as exc:
-        raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
-    log.info(
-        "pyworker listening on %s:%d, model server %s, routes %s",
-        config.host,
-        server.port,
-        backend.model_server_url,
-        " ".join(server.router.paths),
-    )
+    worker = Worker(backend, routes, config)
+    await worker.start()
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         try:
             loop.add_signal_handler(sig, stop.set)
         except (NotImplementedError, RuntimeError):
-            pass  # not in the main thread (tests): the caller sets `stop`
+            pass  # not in the main thread: the caller sets `stop`
     try:
         await stop.wait()
     finally:
-        log.info("shutting down: waiting up to %g s for requests in progress", config.shutdown_grace_s)
-        await server.shutdown(config.shutdown_grace_s)
-        backend.session.close()
+        await worker.stop()
 
 
 def start_server(backend: Backend, routes: Iterable[Route]) -> None:

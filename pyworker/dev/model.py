@@ -45,6 +45,8 @@ class StandInModel:
         self.ready = False
         self.requests = 0
         self.active = 0
+        self.max_active = 0
+        self.order: list[str] = []  # prompts in the order work began (last 100)
 
     def log(self, line: str) -> None:
         if self.log_path:
@@ -65,13 +67,18 @@ class StandInModel:
         first = float(body.get("first_token_s", s.first_token_s))
         return tokens, delay, first, body["prompt"]
 
+    def _begin(self, prompt: str) -> None:
+        self.requests += 1
+        self.active += 1
+        self.max_active = max(self.max_active, self.active)
+        self.order = (self.order + [prompt])[-100:]
+
     async def generate(self, request: Request) -> Response:
         params = self._params(request)
         if isinstance(params, Response):
             return params
-        tokens, delay, first, _ = params
-        self.requests += 1
-        self.active += 1
+        tokens, delay, first, prompt = params
+        self._begin(prompt)
         try:
             wait = first + delay * tokens
             if wait > 0:
@@ -85,9 +92,8 @@ class StandInModel:
         params = self._params(request)
         if isinstance(params, Response):
             return params
-        tokens, delay, first, _ = params
-        self.requests += 1
-        self.active += 1
+        tokens, delay, first, prompt = params
+        self._begin(prompt)
         try:
             res = StreamResponse(content_type="text/event-stream", headers=[("cache-control", "no-cache")])
             await res.prepare(request)
@@ -110,7 +116,9 @@ class StandInModel:
         return json_response({"status": "ok"})
 
     async def stats(self, _: Request) -> Response:
-        return json_response({"requests": self.requests, "active": self.active})
+        return json_response(
+            {"requests": self.requests, "active": self.active, "max_active": self.max_active, "order": self.order}
+        )
 
 
 async def run(port: int, host: str, settings: ModelSettings, log_path: str | None) -> None:

@@ -198,6 +198,12 @@ class HTTPServerProtocol(asyncio.Protocol):
     def _on_head(self, head: h11.Request) -> bool:
         self._cancel_timer()
         self._head = head
+        # h11 bounds the head only while it is incomplete; one that arrived
+        # whole in a single read is measured here.
+        size = len(head.target) + sum(len(k) + len(v) + 4 for k, v in head.headers)
+        if size > self._limits.max_header_bytes:
+            self._fail(431, f"request head over {self._limits.max_header_bytes} bytes")
+            return False
         path, _, _query = head.target.partition(b"?")
         found = self._server.router.resolve(head.method.decode("ascii"), path.decode("latin-1"))
         if isinstance(found, Response):

@@ -1,0 +1,141 @@
+"""Helpers for tests: free ports, raw sockets, child processes on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+AUTH = {"cost": "1", "endpoint": "test", "reqnum": 1, "request_idx": 1, "signature": "x", "url": "http://w"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout_s: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"nothing listening on {port} after {timeout_s} s")
+
+
+def body(prompt: str = "hello world", request_idx: int = 1, **payload: Any) -> bytes:
+    auth = dict(AUTH, request_idx=request_idx)
+    return json.dumps({"auth_data": auth, "payload": {"prompt": prompt, **payload}}).encode()
+
+
+def post_bytes(path: str, data: bytes, host: str = "127.0.0.1", extra: str = "") -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(data)}\r\n{extra}\r\n"
+    ).encode() + data
+
+
+class Child:
+    """A subprocess whose output goes to a temporary file, killed on stop()."""
+
+    def __init__(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        self.out = tempfile.NamedTemporaryFile(prefix="pyworker-test-", suffix=".log", delete=False)
+        full_env = dict(os.environ)
+        full_env["PYTHONPATH"] = str(ROOT) + os.pathsep + full_env.get("PYTHONPATH", "")
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            [sys.executable, *args], cwd=str(ROOT), env=full_env, stdout=self.out, stderr=subprocess.STDOUT
+        )
+
+    def output(self) -> str:
+        return Path(self.out.name).read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.out.close()
+        os.unlink(self.out.name)
+
+
+class ModelProcess(Child):
+    """The stand-in model server on a free port, writing its log to a temp file."""
+
+    def __init__(self, *extra: str) -> None:
+        self.port = free_port()
+        fd, self.log = tempfile.mkstemp(prefix="pyworker-model-", suffix=".log")
+        os.close(fd)
+        super().__init__(["-m", "pyworker.dev.model", "--port", str(self.port), "--log", self.log, *extra])
+        wait_port(self.port, proc=self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        super().stop()
+        if os.path.exists(self.log):
+            os.unlink(self.log)
+
+
+class WorkerProcess(Child):
+    """`python -m pyworker MODULE` on a free port."""
+
+    def __init__(self, module: str, model_url: str, model_log: str, env: dict[str, str] | None = None) -> None:
+        self.port = free_port()
+        base = {
+            "WORKER_PORT": str(self.port),
+            "WORKER_HOST": "127.0.0.1",
+            "MODEL_SERVER_URL": model_url,
+            "MODEL_LOG": model_log,
+            "UNSECURED": "true",
+            "PYWORKER_LOG_LEVEL": "WARNING",
+        }
+        base.update(env or {})
+        super().__init__(["-m", "pyworker", module], base)
+        wait_port(self.port, proc=self.proc)
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response off a raw stream (Content-Length or chunked)."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers: dict[str, str] = {}
+    for line in lines[1:]:
+        if line:
+            k, _, v = line.partition(":")
+            headers[k.strip().lower()] = v.strip()
+    if status < 200:
+        return status, headers, b""
+    if "content-length" in headers:
+        return status, headers, await reader.readexactly(int(headers["content-length"]))
+    if headers.get("transfer-encoding") == "chunked":
+        parts = []
+        while True:
+            size = int((await reader.readuntil(b"\r\n")).strip(), 16)
+            if size == 0:
+                await reader.readuntil(b"\r\n")
+                return status, headers, b"".join(parts)
+            parts.append(await reader.readexactly(size))
+            await reader.readexactly(2)
+    return status, headers, await reader.read()

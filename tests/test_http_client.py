@@ -1,0 +1,261 @@
+"""The pooled HTTP/1.1 client, against small raw servers on real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import unittest
+from typing import Awaitable, Callable
+
+from pyworker.http import (
+    ClientLimits,
+    ConnectionPool,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from tests.support import free_port
+
+OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter, int], Awaitable[None]]
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes:
+    head = await reader.readuntil(b"\r\n\r\n")
+    for line in head.split(b"\r\n"):
+        if line.lower().startswith(b"content-length:"):
+            await reader.readexactly(int(line.split(b":")[1]))
+    return head
+
+
+class RawServer:
+    """Runs `script(reader, writer, connection_number)` for each connection."""
+
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.connections = 0
+        self.closed = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        async def on_conn(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            self.connections += 1
+            try:
+                await self.script(reader, writer, self.connections)
+            except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
+                pass
+            finally:
+                self.closed += 1
+                writer.close()
+
+        self.server = await asyncio.start_server(on_conn, "127.0.0.1", 0)
+        port = self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{port}"
+
+    async def stop(self) -> None:
+        assert self.server is not None
+        self.server.close()
+
+
+class ClientCase(unittest.IsolatedAsyncioTestCase):
+    async def serve(self, script: Script, limits: ClientLimits | None = None) -> tuple[RawServer, ConnectionPool]:
+        server = RawServer(script)
+        url = await server.start()
+        pool = ConnectionPool(url, limits)
+        self.addAsyncCleanup(server.stop)
+        self.addCleanup(pool.close)
+        return server, pool
+
+
+class PoolReuse(ClientCase):
+    async def test_sequential_requests_share_one_connection(self) -> None:
+        async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            while True:
+                await read_request(reader)
+                writer.write(OK)
+
+        server, pool = await self.serve(keep_alive)
+        for _ in range(5):
+            async with await pool.request("POST", "/x", b"{}") as res:
+                self.assertEqual(await res.read(), b"ok")
+        self.assertEqual(server.connections, 1)
+
+    async def test_response_not_read_to_the_end_is_not_pooled(self) -> None:
+        async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            while True:
+                await read_request(reader)
+                writer.write(OK)
+
+        server, pool = await self.serve(keep_alive)
+        async with await pool.request("GET", "/x") as res:
+            self.assertEqual(res.status, 200)  # body left unread
+        async with await pool.request("GET", "/x") as res:
+            await res.read()
+        self.assertEqual(server.connections, 2)
+
+    async def test_connection_close_response_is_not_pooled(self) -> None:
+        async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+
+        server, pool = await self.serve(closing)
+        for _ in range(2):
+            async with await pool.request("GET", "/x") as res:
+                self.assertEqual(await res.read(), b"ok")
+        self.assertEqual(server.connections, 2)
+
+
+class StaleConnections(ClientCase):
+    async def test_pooled_connection_the_server_closed_is_not_reused(self) -> None:
+        async def one_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            await read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+            # The server ends the idle connection (its keep-alive timeout).
+
+        server, pool = await self.serve(one_then_close)
+        async with await pool.request("POST", "/x", b"{}") as res:
+            await res.read()
+        await asyncio.sleep(0.05)  # the FIN arrives while the connection idles in the pool
+        async with await pool.request("POST", "/x", b"{}") as res:
+            self.assertEqual(await res.read(), b"ok")
+        self.assertEqual(server.connections, 2)
+
+    async def test_idempotent_request_on_a_connection_dying_unseen_is_retried_once(self) -> None:
+        async def race(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            await read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+            if n == 1:
+                # Read the next request, then close without answering: the
+                # keep-alive race, seen from the client after it has sent.
+                await read_request(reader)
+                return
+            while True:
+                await read_request(reader)
+                writer.write(OK)
+
+        server, pool = await self.serve(race)
+        async with await pool.request("GET", "/x") as res:
+            await res.read()
+        async with await pool.request("GET", "/x") as res:
+            self.assertEqual(await res.read(), b"ok")
+        self.assertEqual(server.connections, 2)
+
+    async def test_sent_post_is_not_retried(self) -> None:
+        async def race(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            await read_request(reader)
+            writer.write(OK)
+            await writer.drain()
+            await read_request(reader)
+
+        server, pool = await self.serve(race)
+        async with await pool.request("POST", "/x", b"{}") as res:
+            await res.read()
+        with self.assertRaises(UpstreamProtocolError):
+            await pool.request("POST", "/x", b"{}")
+        self.assertEqual(server.connections, 1)
+
+
+class Streaming(ClientCase):
+    async def test_chunks_arrive_as_the_server_writes_them(self) -> None:
+        async def slow_chunks(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Type: text/event-stream\r\n\r\n")
+            for i in range(3):
+                data = b"data: %d\n\n" % i
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                await writer.drain()
+                await asyncio.sleep(0.15)
+            writer.write(b"0\r\n\r\n")
+            await writer.drain()
+            await reader.read()
+
+        _, pool = await self.serve(slow_chunks)
+        loop = asyncio.get_running_loop()
+        arrivals: list[tuple[float, bytes]] = []
+        async with await pool.request("GET", "/s") as res:
+            self.assertTrue(res.is_streaming)
+            start = loop.time()
+            async for chunk in res.iter_chunks():
+                arrivals.append((loop.time() - start, chunk))
+        self.assertEqual([c for _, c in arrivals], [b"data: %d\n\n" % i for i in range(3)])
+        gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:])]
+        self.assertTrue(all(g > 0.1 for g in gaps), gaps)
+
+    async def test_cancel_mid_stream_closes_the_connection(self) -> None:
+        closed = asyncio.Event()
+
+        async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            try:
+                while True:
+                    writer.write(b"2\r\nhi\r\n")
+                    await writer.drain()
+                    await asyncio.sleep(0.02)
+            except ConnectionError:
+                closed.set()
+
+        _, pool = await self.serve(endless)
+
+        async def consume() -> None:
+            async with await pool.request("GET", "/s") as res:
+                async for _ in res.iter_chunks():
+                    pass
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.1)
+        task.cancel()
+        with self.assertRaises(asyncio.CancelledError):
+            await task
+        await asyncio.wait_for(closed.wait(), 2)
+        self.assertEqual(pool._idle, [])
+
+    async def test_server_dying_mid_body_is_a_protocol_error(self) -> None:
+        async def dies(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial")
+            await writer.drain()
+
+        _, pool = await self.serve(dies)
+        async with await pool.request("GET", "/x") as res:
+            with self.assertRaises(UpstreamProtocolError):
+                await res.read()
+
+
+class Failures(ClientCase):
+    async def test_refused_connection_is_unavailable_502(self) -> None:
+        pool = ConnectionPool(f"http://127.0.0.1:{free_port()}")
+        with self.assertRaises(UpstreamUnavailable) as ctx:
+            await pool.request("GET", "/x")
+        self.assertEqual(ctx.exception.status, 502)
+        self.assertIn("cannot connect", str(ctx.exception))
+
+    async def test_silent_server_is_a_timeout_504(self) -> None:
+        async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            await read_request(reader)
+            await asyncio.sleep(5)
+
+        _, pool = await self.serve(silent, ClientLimits(read_timeout_s=0.2))
+        with self.assertRaises(UpstreamTimeout) as ctx:
+            await pool.request("GET", "/x")
+        self.assertEqual(ctx.exception.status, 504)
+
+    async def test_garbage_response_is_a_protocol_error(self) -> None:
+        async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            await read_request(reader)
+            writer.write(b"SPDY/9 lol\r\n\r\n")
+            await writer.drain()
+
+        _, pool = await self.serve(garbage)
+        with self.assertRaises(UpstreamProtocolError):
+            await pool.request("GET", "/x")
+
+    def test_only_http_urls_are_accepted(self) -> None:
+        with self.assertRaises(ValueError):
+            ConnectionPool("ftp://example")
+
+
+if __name__ == "__main__":
+    unittest.main()

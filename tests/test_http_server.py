@@ -1,0 +1,241 @@
+"""The HTTP/1.1 server, spoken to with raw bytes over real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import unittest
+
+from pyworker.http import HTTPServer, Request, Response, ServerLimits, StreamResponse, get, post
+from tests.support import read_response
+
+
+class ServerCase(unittest.IsolatedAsyncioTestCase):
+    limits = ServerLimits(
+        max_header_bytes=4096,
+        max_body_bytes=1000,
+        header_timeout_s=0.3,
+        body_timeout_s=0.3,
+        keepalive_timeout_s=0.5,
+        max_connections=4,
+    )
+
+    async def asyncSetUp(self) -> None:
+        self.calls: list[str] = []
+        self.cancelled = asyncio.Event()
+        self.started = asyncio.Event()
+
+        async def echo(request: Request) -> Response:
+            self.calls.append(request.body.decode())
+            return Response(b"echo:" + request.body, content_type="text/plain")
+
+        async def slow(request: Request) -> Response:
+            self.started.set()
+            try:
+                await asyncio.sleep(float(request.query.split("=")[1]) if request.query else 10)
+            except asyncio.CancelledError:
+                self.cancelled.set()
+                raise
+            return Response(f"slept {request.query}")
+
+        async def stream(request: Request) -> StreamResponse:
+            res = StreamResponse(content_type="text/event-stream")
+            await res.prepare(request)
+            for i in range(3):
+                await res.write(b"data: %d\n\n" % i)
+            await res.write_eof()
+            return res
+
+        async def boom(request: Request) -> Response:
+            raise RuntimeError("bug")
+
+        self.server = HTTPServer(
+            [post("/echo", echo), get("/slow", slow), get("/stream", stream), get("/boom", boom)], self.limits
+        )
+        await self.server.start("127.0.0.1", 0)
+
+    async def asyncTearDown(self) -> None:
+        await self.server.shutdown(0.1)
+
+    async def connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        return await asyncio.open_connection("127.0.0.1", self.server.port)
+
+    async def exchange(self, raw: bytes) -> tuple[int, dict[str, str], bytes, bool]:
+        """Send raw bytes, read one response, and tell whether the server then closed."""
+        reader, writer = await self.connect()
+        writer.write(raw)
+        status, headers, body = await asyncio.wait_for(read_response(reader), 5)
+        closed = await asyncio.wait_for(reader.read(1), 5) == b""
+        writer.close()
+        return status, headers, body, closed
+
+
+class MalformedInput(ServerCase):
+    async def test_garbage_request_line_is_400_with_reason_and_closes(self) -> None:
+        status, _, body, closed = await self.exchange(b"HELLO THERE\r\n\r\n")
+        self.assertEqual(status, 400)
+        self.assertIn("error", json.loads(body))
+        self.assertTrue(closed)
+
+    async def test_bad_header_line_is_400(self) -> None:
+        status, _, _, closed = await self.exchange(b"GET /echo HTTP/1.1\r\nHost: x\r\nno colon here\r\n\r\n")
+        self.assertEqual(status, 400)
+        self.assertTrue(closed)
+
+    async def test_oversized_header_block_is_431(self) -> None:
+        raw = b"GET /echo HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 8000 + b"\r\n\r\n"
+        status, _, body, closed = await self.exchange(raw)
+        self.assertEqual(status, 431)
+        self.assertTrue(body)
+        self.assertTrue(closed)
+
+    async def test_declared_body_over_limit_is_413_before_reading_it(self) -> None:
+        raw = b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5000\r\n\r\n"
+        status, _, body, closed = await self.exchange(raw)
+        self.assertEqual(status, 413)
+        self.assertIn("1000", json.loads(body)["error"])
+        self.assertTrue(closed)
+        self.assertEqual(self.calls, [])
+
+    async def test_chunked_body_over_limit_is_413(self) -> None:
+        chunk = b"200\r\n" + b"x" * 0x200 + b"\r\n"
+        raw = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n" + chunk * 3 + b"0\r\n\r\n"
+        status, _, _, closed = await self.exchange(raw)
+        self.assertEqual(status, 413)
+        self.assertTrue(closed)
+        self.assertEqual(self.calls, [])
+
+    async def test_unknown_path_is_404(self) -> None:
+        status, _, body, closed = await self.exchange(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertEqual(status, 404)
+        self.assertIn("/nope", json.loads(body)["error"])
+
+    async def test_wrong_method_is_405_with_allow(self) -> None:
+        status, headers, _, _ = await self.exchange(b"GET /echo HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertEqual(status, 405)
+        self.assertEqual(headers["allow"], "POST")
+
+    async def test_handler_bug_is_500_and_connection_lives(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n" + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz")
+        with self.assertLogs("pyworker.http", "ERROR"):
+            status, _, _ = await read_response(reader)
+            self.assertEqual(status, 500)
+            status, _, body = await read_response(reader)
+        self.assertEqual((status, body), (200, b"echo:z"))
+        writer.close()
+
+
+class Framing(ServerCase):
+    async def test_keep_alive_serves_many_requests_on_one_connection(self) -> None:
+        reader, writer = await self.connect()
+        for i in range(3):
+            data = b"n%d" % i
+            writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+            status, _, body = await read_response(reader)
+            self.assertEqual((status, body), (200, b"echo:" + data))
+        self.assertEqual(len(self.server.connections), 1)
+        writer.close()
+
+    async def test_pipelined_requests_are_answered_in_order(self) -> None:
+        reader, writer = await self.connect()
+        raw = b"GET /slow?s=0.2 HTTP/1.1\r\nHost: x\r\n\r\n" + b"".join(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n%d" % i for i in range(5)
+        )
+        writer.write(raw)
+        first = await read_response(reader)
+        self.assertEqual(first[2], b"slept s=0.2")
+        bodies = [(await read_response(reader))[2] for _ in range(5)]
+        self.assertEqual(bodies, [b"echo:%d" % i for i in range(5)])
+        writer.close()
+
+    async def test_chunked_request_body_is_joined(self) -> None:
+        raw = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+        status, _, body, _ = await self.exchange(raw)
+        self.assertEqual((status, body), (200, b"echo:abcde"))
+
+    async def test_expect_100_continue_is_answered_before_the_body(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n")
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 2)
+        self.assertTrue(interim.startswith(b"HTTP/1.1 100"))
+        writer.write(b"ok")
+        status, _, body = await read_response(reader)
+        self.assertEqual((status, body), (200, b"echo:ok"))
+        writer.close()
+
+    async def test_http_1_0_client_gets_an_answer_and_a_close(self) -> None:
+        status, _, body, closed = await self.exchange(b"POST /echo HTTP/1.0\r\nContent-Length: 2\r\n\r\nhi")
+        self.assertEqual((status, body), (200, b"echo:hi"))
+        self.assertTrue(closed)
+
+    async def test_stream_to_http_1_0_client_ends_by_closing(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(b"GET /stream HTTP/1.0\r\n\r\n")
+        data = await asyncio.wait_for(reader.read(), 5)
+        self.assertIn(b"\r\n\r\ndata: 0\n\ndata: 1\n\ndata: 2\n\n", data)
+        self.assertNotIn(b"chunked", data.lower())
+        writer.close()
+
+    async def test_stream_to_http_1_1_client_is_chunked(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
+        status, headers, body = await read_response(reader)
+        self.assertEqual(headers["transfer-encoding"], "chunked")
+        self.assertEqual(body, b"data: 0\n\ndata: 1\n\ndata: 2\n\n")
+        writer.close()
+
+
+class SlowAndIdleClients(ServerCase):
+    async def test_slow_header_gets_408_and_close(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(b"GET /echo HTTP/1.1\r\nHo")
+        # Keep trickling: the deadline counts from the first byte, not the last.
+        for _ in range(3):
+            await asyncio.sleep(0.1)
+            writer.write(b"o")
+        status, _, body = await asyncio.wait_for(read_response(reader), 2)
+        self.assertEqual(status, 408)
+        self.assertIn("head", json.loads(body)["error"])
+        self.assertEqual(await reader.read(), b"")
+        writer.close()
+
+    async def test_stalled_body_gets_408(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")
+        status, _, body = await asyncio.wait_for(read_response(reader), 2)
+        self.assertEqual(status, 408)
+        self.assertIn("body", json.loads(body)["error"])
+        writer.close()
+
+    async def test_idle_keep_alive_connection_is_closed(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
+        await read_response(reader)
+        self.assertEqual(await asyncio.wait_for(reader.read(), 2), b"")
+        writer.close()
+
+    async def test_connections_over_the_limit_get_503(self) -> None:
+        held = [await self.connect() for _ in range(self.limits.max_connections)]
+        await asyncio.sleep(0.05)
+        reader, writer = await self.connect()
+        status, _, body = await asyncio.wait_for(read_response(reader), 2)
+        self.assertEqual(status, 503)
+        for _, w in held:
+            w.close()
+        writer.close()
+
+
+class Disconnects(ServerCase):
+    async def test_client_disconnect_cancels_the_running_handler(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.wait_for(self.started.wait(), 2)
+        writer.close()
+        await asyncio.wait_for(self.cancelled.wait(), 2)
+        await asyncio.sleep(0.01)
+        self.assertEqual(len(self.server.connections), 0)
+
+
+if __name__ == "__main__":
+    unittest.main()

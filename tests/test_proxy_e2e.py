@@ -1,0 +1,168 @@
+"""End to end: real worker and stand-in model processes, real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+import subprocess
+import sys
+import time
+import unittest
+from typing import Any
+
+from tests.support import ROOT, ModelProcess, WorkerProcess, body, free_port
+
+
+def call(port: int, method: str, path: str, data: bytes | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+        res = conn.getresponse()
+        return res.status, {k.lower(): v for k, v in res.getheaders()}, res.read()
+    finally:
+        conn.close()
+
+
+def model_stats(model: ModelProcess) -> Any:
+    return json.loads(call(model.port, "GET", "/stats")[2])
+
+
+class HelloWorldThroughWorker(unittest.TestCase):
+    model: ModelProcess
+    worker: WorkerProcess
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.model = ModelProcess("--token-delay", "0.15")
+        cls.worker = WorkerProcess("workers.hello_world", cls.model.url, cls.model.log)
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.worker.stop()
+        cls.model.stop()
+
+    def test_json_answer_is_the_models_answer(self) -> None:
+        data = body("say something", max_response_tokens=0)
+        direct = call(self.model.port, "POST", "/generate", json.dumps({"prompt": "say something", "max_response_tokens": 0}).encode())
+        status, headers, answer = call(self.worker.port, "POST", "/generate", data)
+        self.assertEqual(status, 200)
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertEqual(json.loads(answer), json.loads(direct[2]))
+
+    def test_stream_chunks_reach_the_client_while_the_model_is_still_producing(self) -> None:
+        data = body("stream please", max_response_tokens=4)
+        sock = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
+        sock.sendall(
+            b"POST /generate_stream HTTP/1.1\r\nHost: w\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+        )
+        start = time.monotonic()
+        buf = b""
+        arrivals: list[float] = []  # when each token event arrived
+        while b"data: [DONE]" not in buf:
+            piece = sock.recv(65536)
+            self.assertTrue(piece, "worker closed the stream early")
+            before = buf.count(b'"token"')
+            buf += piece
+            arrivals += [time.monotonic() - start] * (buf.count(b'"token"') - before)
+        sock.close()
+        head, _, _ = buf.partition(b"\r\n\r\n")
+        self.assertIn(b"200", head.split(b"\r\n")[0])
+        self.assertIn(b"text/event-stream", head)
+        self.assertEqual(len(arrivals), 4)
+        # The model writes a token every 0.15 s; each must arrive on its own,
+        # not held back until the next one or the end.
+        gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+        self.assertTrue(all(g > 0.08 for g in gaps), f"arrivals {arrivals}")
+        self.assertLess(arrivals[0], 0.12, f"first token late: {arrivals}")
+
+    def test_invalid_json_is_422(self) -> None:
+        status, _, answer = call(self.worker.port, "POST", "/generate", b"{not json")
+        self.assertEqual((status, json.loads(answer)), (422, {"error": "invalid JSON"}))
+
+    def test_missing_and_mistyped_fields_are_422_naming_each(self) -> None:
+        data = json.dumps({"auth_data": {"cost": "1"}, "payload": {"max_response_tokens": "ten"}}).encode()
+        status, _, answer = call(self.worker.port, "POST", "/generate", data)
+        errors = json.loads(answer)
+        self.assertEqual(status, 422)
+        self.assertEqual(set(errors["auth_data"]), {"endpoint", "reqnum", "request_idx", "signature", "url"})
+        self.assertEqual(errors["payload"]["prompt"], "missing parameter")
+        self.assertIn("max_response_tokens", errors["payload"])
+
+    def test_ping_and_forwarded_healthcheck(self) -> None:
+        self.assertEqual(call(self.worker.port, "GET", "/ping")[::2], (200, b"pong"))
+        status, _, answer = call(self.worker.port, "GET", "/healthcheck")
+        self.assertEqual((status, json.loads(answer)), (200, {"status": "ok"}))
+
+    def test_client_leaving_mid_stream_stops_the_model_request(self) -> None:
+        data = body("long stream", max_response_tokens=200)
+        sock = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
+        sock.sendall(
+            b"POST /generate_stream HTTP/1.1\r\nHost: w\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+        )
+        self.assertIn(b'"token"', sock.recv(65536) + sock.recv(65536))
+        self.assertEqual(model_stats(self.model)["active"], 1)
+        sock.close()
+        deadline = time.monotonic() + 3
+        while model_stats(self.model)["active"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self.assertEqual(model_stats(self.model)["active"], 0, "the worker kept the model request open")
+
+
+class ModelFailures(unittest.TestCase):
+    def test_dead_model_server_is_502(self) -> None:
+        worker = WorkerProcess("workers.hello_world", f"http://127.0.0.1:{free_port()}", "/dev/null")
+        try:
+            status, _, answer = call(worker.port, "POST", "/generate", body())
+            self.assertEqual(status, 502)
+            self.assertIn("cannot connect", json.loads(answer)["error"])
+            self.assertEqual(call(worker.port, "GET", "/healthcheck")[0], 502)
+        finally:
+            worker.stop()
+
+    def test_slow_model_server_is_504(self) -> None:
+        model = ModelProcess("--first-token", "3")
+        worker = WorkerProcess("workers.hello_world", model.url, model.log, {"MODEL_READ_TIMEOUT_S": "0.3"})
+        try:
+            status, _, answer = call(worker.port, "POST", "/generate", body())
+            self.assertEqual(status, 504)
+            self.assertIn("nothing for 0.3 s", json.loads(answer)["error"])
+        finally:
+            worker.stop()
+            model.stop()
+
+
+class Configuration(unittest.TestCase):
+    def run_worker(self, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+        full = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "WORKER_PORT": str(free_port()), **env}
+        return subprocess.run(
+            [sys.executable, "-m", "pyworker", "workers.hello_world"],
+            cwd=str(ROOT), env=full, capture_output=True, text=True, timeout=20,
+        )
+
+    def test_missing_model_log_is_one_line_naming_it(self) -> None:
+        result = self.run_worker({})
+        self.assertEqual(result.returncode, 2)
+        self.assertEqual(result.stderr.strip().splitlines(), [result.stderr.strip()])
+        self.assertIn("MODEL_LOG", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_malformed_setting_is_one_line_naming_it(self) -> None:
+        result = self.run_worker({"MODEL_LOG": "/dev/null", "WORKER_PORT": "three thousand"})
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("WORKER_PORT", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+
+    def test_unknown_worker_module_is_one_line(self) -> None:
+        full = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
+        result = subprocess.run(
+            [sys.executable, "-m", "pyworker", "workers.nope"], cwd=str(ROOT), env=full, capture_output=True, text=True, timeout=20
+        )
+        self.assertEqual(result.returncode, 2)
+        self.assertIn("workers.nope", result.stderr)
+        self.assertNotIn("Traceback", result.stderr)
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,108 @@
+"""Token counts: the cached counter against `tokenizers`' own encode."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import tempfile
+import unittest
+
+from pyworker.tokens import TOKENIZER_ENV, TokenCounter
+from pyworker.words import random_words, word_list
+
+SAMPLES = [
+    "",
+    "Hello world",
+    "  leading  spaces\n\n\ttabs and trailing   ",
+    "I'll don't we're it's O'Neil's 'S 'LL they've",
+    "naïve café, 日本語のテキスト、中文。 Привет мир! ١٢٣ ½ x² ⅷ",
+    "emoji 🎉🎉 test\u200b zero-width\u00a0nbsp \x1c\x1d separators \u2028 line",
+    "numbers 12345 3.14 1e10 0x1F 1,000,000",
+    "code: def f(x):\n    return x**2  # comment\n\n\n",
+    "combining e\u0301 marks and ＦＵＬＬＷＩＤＴＨ and Ελληνικά",
+    "\r\n\r\n  \t",
+]
+
+
+def corpus() -> list[str]:
+    rng = random.Random(7)
+    texts = list(SAMPLES)
+    alphabet = "ab 'sé日\n\t1½,.-_🎉\u00a0"
+    for _ in range(300):
+        texts.append(random_words(rng.randint(1, 80), rng) + rng.choice(["", "!", " ", "\n", "  "]))
+        texts.append("".join(rng.choice(alphabet) for _ in range(rng.randint(1, 60))))
+    return texts
+
+
+class Exactness(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.counter = TokenCounter.gpt2()
+
+    def test_the_shipped_tokenizer_takes_the_cached_path(self) -> None:
+        self.assertTrue(self.counter.cached)
+
+    def test_counts_equal_encode_on_a_mixed_corpus(self) -> None:
+        counter = self.counter
+        for text in corpus():
+            self.assertEqual(counter.count(text), counter.encode_count(text), repr(text))
+
+    def test_counts_stay_exact_once_cached(self) -> None:
+        counter = self.counter
+        text = random_words(250, random.Random(1))
+        first = counter.count(text)
+        self.assertEqual(counter.count(text), first)
+        self.assertEqual(first, counter.encode_count(text))
+
+    def test_a_long_prompt_of_unseen_words_is_exact(self) -> None:
+        counter = TokenCounter.gpt2()
+        text = " ".join(word_list()[:5000])
+        self.assertEqual(counter.count(text), counter.encode_count(text))
+
+
+class OwnTokenizer(unittest.TestCase):
+    def test_a_tokenizer_with_a_normalizer_falls_back_to_encode(self) -> None:
+        from tokenizers import Tokenizer
+
+        base = TokenCounter.gpt2()
+        spec = json.loads(base._tok.to_str())
+        spec["normalizer"] = {"type": "Lowercase"}
+        tok = Tokenizer.from_str(json.dumps(spec))
+        counter = TokenCounter(tok)
+        self.assertFalse(counter.cached)
+        self.assertEqual(counter.count("HELLO World"), base.count("hello world"))
+
+    def test_env_var_names_the_tokenizer_file(self) -> None:
+        base = TokenCounter.gpt2()
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "tokenizer.json")
+            base._tok.save(path)
+            counter = TokenCounter.from_file(path)
+            self.assertTrue(counter.cached)
+            self.assertEqual(counter.count("any text at all"), base.count("any text at all"))
+
+    def test_missing_tokenizer_file_is_named(self) -> None:
+        old, TokenCounter._default = TokenCounter._default, None
+        os.environ[TOKENIZER_ENV] = "/nonexistent/tokenizer.json"
+        try:
+            with self.assertRaises(FileNotFoundError) as ctx:
+                TokenCounter.default()
+            self.assertIn(TOKENIZER_ENV, str(ctx.exception))
+        finally:
+            del os.environ[TOKENIZER_ENV]
+            TokenCounter._default = old
+
+
+class WordList(unittest.TestCase):
+    def test_word_list_is_english_words(self) -> None:
+        words = word_list()
+        self.assertGreater(len(words), 10_000)
+        self.assertTrue(all(w.isalpha() and w.islower() for w in words))
+
+    def test_random_words_gives_the_number_asked(self) -> None:
+        self.assertEqual(len(random_words(250).split()), 250)
+
+
+if __name__ == "__main__":
+    unittest.main()
