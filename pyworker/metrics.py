@@ -58,6 +58,7 @@ class Metrics:
     totals: Counter[Outcome] = field(default_factory=Counter)
     working: dict[int, float] = field(default_factory=dict)  # request_idx -> workload
     finished: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=MAX_FINISHED_RECORDS))
+    dropped_records: int = 0
 
     def track(self, request_idx: int, workload: float) -> RequestTracker:
         """Start following a request that has been received."""
@@ -70,7 +71,14 @@ class Metrics:
 
     def _record(self, record: RequestRecord) -> None:
         if len(self.finished) == self.finished.maxlen:
-            log.warning("finished-request records are full; dropping the oldest (request %d)", self.finished[0].request_idx)
+            # Warn on the first drop and then every 1000th, not on every request.
+            if self.dropped_records % 1000 == 0:
+                log.warning(
+                    "finished-request records are full (%d): dropping the oldest; %d dropped so far",
+                    len(self.finished),
+                    self.dropped_records + 1,
+                )
+            self.dropped_records += 1
         self.finished.append(record)
 
 

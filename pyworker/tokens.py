@@ -91,6 +91,7 @@ class TokenCounter:
     def __init__(self, tokenizer: Tokenizer) -> None:
         self._tok = tokenizer
         self._cache: dict[str, int] = {}
+        self._lead: dict[str, int] = {}
         self._unicode_split: re.Pattern[str] | None = None
         self._lock = threading.Lock()
         self.cached = self._is_plain_byte_level(tokenizer)
@@ -186,6 +187,7 @@ class TokenCounter:
             return
         if len(cache) + len(missing) > MAX_CACHE_ENTRIES:
             cache.clear()
+            self._lead.clear()
         tok = self._tok
         if len(missing) < _BATCH_MIN:
             for piece in missing:
@@ -200,20 +202,59 @@ class TokenCounter:
         """The number of tokens in `text` (no special tokens added)."""
         if not self.cached:
             return self.encode_count(text)
+        if text.isascii() and _spaces_are_safe(text):
+            return self._count_by_spaces(text)
         pieces = self._split(text)
         cache = self._cache
         try:
-            return sum([cache[p] for p in pieces])
+            return sum(map(cache.__getitem__, pieces))
         except KeyError:
             pass
         self._fill(pieces)
-        total = 0
-        for piece in pieces:
-            n = cache.get(piece)
-            if n is None:  # the cache was cleared under us by another thread
-                n = cache[piece] = len(self._tok.encode(piece, add_special_tokens=False).ids)
-            total += n
-        return total
+        return sum(self._get(piece) for piece in pieces)
+
+    def _get(self, piece: str) -> int:
+        n = self._cache.get(piece)
+        if n is None:  # the cache was cleared by another thread meanwhile
+            n = self._cache[piece] = len(self._tok.encode(piece, add_special_tokens=False).ids)
+        return n
+
+    def _count_by_spaces(self, text: str) -> int:
+        """Count ASCII text split at single spaces, each part cached with its leading space.
+
+        No pre-token crosses from a non-space character into the whitespace
+        after it, and the space before a word belongs to that word, so when
+        every space in the text follows a non-space character, the text's
+        pre-tokens are exactly those of its parts " " + part, each taken
+        alone. `str.split` is several times cheaper than the regex.
+        `_lead` maps a part to the count of " " + part, so no key is built.
+        """
+        first, *rest = text.split(" ")
+        lead = self._lead
+        try:
+            return (self._cache[first] if first else 0) + sum(map(lead.__getitem__, rest))
+        except KeyError:
+            pass
+        missing = list(dict.fromkeys(" " + part for part in rest if part not in lead))
+        if first:
+            missing.append(first)
+        self._fill(missing)
+        with self._lock:
+            for key in missing:
+                if key.startswith(" "):
+                    lead[key[1:]] = self._get(key)
+        return (self._get(first) if first else 0) + sum(self._get(" " + part) for part in rest)
+
+
+def _spaces_are_safe(text: str) -> bool:
+    """True when no space in ASCII `text` follows whitespace (see `_count_by_spaces`)."""
+    if "  " in text:
+        return False
+    # Single-character searches are memchr-fast; most texts skip the pair checks.
+    for ws in "\n\t\r\x0b\x0c":
+        if ws in text and ws + " " in text:
+            return False
+    return True
 
 
 def count_tokens(text: str) -> int:

@@ -22,6 +22,10 @@ SAMPLES = [
     "code: def f(x):\n    return x**2  # comment\n\n\n",
     "combining e\u0301 marks and ＦＵＬＬＷＩＤＴＨ and Ελληνικά",
     "\r\n\r\n  \t",
+    # Texts that take the split-at-spaces path, and near misses that must not.
+    "a\nb c", "x\n y", "ends with a space ", " starts with a space", "tab\tseparated words here",
+    "it's a dog's life, isn't it?", "don't  stop", "line one.\nLine two!\n\nThree", "  ", " ", "a",
+    "trailing newline\n", "mixed\r\nendings \r\n here", "x \ty", "digits 123 4567 89012",
 ]
 
 
@@ -46,6 +50,13 @@ class Exactness(unittest.TestCase):
     def test_counts_equal_encode_on_a_mixed_corpus(self) -> None:
         counter = self.counter
         for text in corpus():
+            self.assertEqual(counter.count(text), counter.encode_count(text), repr(text))
+
+    def test_counts_are_exact_when_computed_fresh(self) -> None:
+        counter = TokenCounter(self.counter._tok)
+        for text in corpus():
+            counter._cache.clear()
+            counter._lead.clear()
             self.assertEqual(counter.count(text), counter.encode_count(text), repr(text))
 
     def test_counts_stay_exact_once_cached(self) -> None:

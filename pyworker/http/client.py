@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from .flow import WriteFlow
+from .flow import Deadline, WriteFlow
 from .headers import get_header
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -59,11 +59,6 @@ class ClientLimits:
     max_response_bytes: int = 64 * 1024 * 1024
 
 
-def _fire_timeout(waiter: asyncio.Future[None], message: str) -> None:
-    if not waiter.done():
-        waiter.set_exception(UpstreamTimeout(message))
-
-
 class _ClientConnection(asyncio.Protocol):
     """One connection to the model server and its `h11.Connection`."""
 
@@ -81,6 +76,8 @@ class _ClientConnection(asyncio.Protocol):
         # Bytes seen since the current request was sent (0: nothing came back).
         self.received = 0
         self.uses = 0
+        self._deadline = Deadline(self._loop, self._on_timeout)
+        self._timeout_s = limits.read_timeout_s
 
     # asyncio callbacks
 
@@ -105,6 +102,7 @@ class _ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        self._deadline.cancel()
         if self.flow is not None:
             self.flow.connection_lost()
         self._wake()
@@ -128,6 +126,11 @@ class _ClientConnection(asyncio.Protocol):
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
+
+    def _on_timeout(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(UpstreamTimeout(f"model server sent nothing for {self._timeout_s:g} s"))
 
     def is_reusable(self) -> bool:
         """True when an idle pooled connection can carry another request."""
@@ -168,19 +171,19 @@ class _ClientConnection(asyncio.Protocol):
                 continue
             waiter = self._loop.create_future()
             self._waiter = waiter
-            timer = self._loop.call_later(
-                timeout_s, _fire_timeout, waiter, f"model server sent nothing for {timeout_s:g} s"
-            )
+            self._timeout_s = timeout_s
+            self._deadline.set(timeout_s)
             try:
                 await waiter
             finally:
-                timer.cancel()
+                self._deadline.clear()
                 self._waiter = None
 
     def close(self) -> None:
         if self.transport is not None:
             self.transport.abort()
         self.lost = True
+        self._deadline.cancel()
 
 
 class UpstreamResponse:
@@ -246,15 +249,31 @@ class UpstreamResponse:
     async def read(self, limit: int | None = None) -> bytes:
         """The whole body, refusing more than `limit` bytes."""
         cap = self._pool.limits.max_response_bytes if limit is None else limit
+        conn = self._conn
+        if conn is None:
+            return b""
+        # The same loop as iter_chunks, without an async generator: this is
+        # the path of every non-streaming answer.
+        timeout_s = self._pool.limits.read_timeout_s
         parts: list[bytes] = []
         size = 0
-        async for chunk in self.iter_chunks():
-            size += len(chunk)
-            if size > cap:
+        while True:
+            event = await conn.next_event(timeout_s)
+            kind = type(event)
+            if kind is h11.Data:
+                data = cast(h11.Data, event).data
+                size += len(data)
+                if size > cap:
+                    self.aclose_now()
+                    raise UpstreamBodyTooLarge(f"model response over {cap} bytes")
+                parts.append(data)
+            elif kind is h11.EndOfMessage:
+                self.complete = True
+                self._release()
+                return b"".join(parts)
+            else:
                 self.aclose_now()
-                raise UpstreamBodyTooLarge(f"model response over {cap} bytes")
-            parts.append(chunk)
-        return b"".join(parts)
+                raise UpstreamProtocolError("model server closed the connection mid-response")
 
     async def json(self) -> Any:
         return json.loads(await self.read())

@@ -19,7 +19,7 @@ from typing import Iterable, cast
 
 import h11
 
-from .flow import WriteFlow
+from .flow import Deadline, WriteFlow
 from .headers import get_header
 from .messages import Headers, HTTPError, Request, Response, StreamResponse, json_response
 from .routing import Handler, Route, Router
@@ -56,11 +56,11 @@ class ResponseAborted(Exception):
     """
 
 
+_REASONS = {int(s): s.phrase.encode("ascii") for s in HTTPStatus}
+
+
 def _reason(status: int) -> bytes:
-    try:
-        return HTTPStatus(status).phrase.encode("ascii")
-    except ValueError:
-        return b""
+    return _REASONS.get(status, b"")
 
 
 def _canned(status: int, message: str) -> bytes:
@@ -92,7 +92,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._flow: WriteFlow | None = None
         self._task: asyncio.Task[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer = Deadline(self._loop, self._on_timeout)
         self._timer_kind = _TIMER_NONE
         self._lost = False
         self._read_paused = False
@@ -136,7 +136,8 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._lost = True
-        self._cancel_timer()
+        self._timer.cancel()
+        self._timer_kind = _TIMER_NONE
         self._server.connections.discard(self)
         if self._flow is not None:
             self._flow.connection_lost()
@@ -387,26 +388,22 @@ class HTTPServerProtocol(asyncio.Protocol):
     # -- timers --------------------------------------------------------------
 
     def _arm_timer(self, kind: int) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
         limits = self._limits
-        delay = {
-            _TIMER_KEEPALIVE: limits.keepalive_timeout_s,
-            _TIMER_HEADER: limits.header_timeout_s,
-            _TIMER_BODY: limits.body_timeout_s,
-        }[kind]
+        if kind == _TIMER_KEEPALIVE:
+            delay = limits.keepalive_timeout_s
+        elif kind == _TIMER_HEADER:
+            delay = limits.header_timeout_s
+        else:
+            delay = limits.body_timeout_s
         self._timer_kind = kind
-        self._timer = self._loop.call_later(delay, self._on_timeout)
+        self._timer.set(delay)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        self._timer.clear()
         self._timer_kind = _TIMER_NONE
 
     def _on_timeout(self) -> None:
         kind = self._timer_kind
-        self._timer = None
         self._timer_kind = _TIMER_NONE
         if self._task is not None:
             return

@@ -1,0 +1,268 @@
+#!/usr/bin/env python3
+"""Benchmark: the stand-in model direct vs through the hello_world worker.
+
+    python scripts/bench.py [--seconds 3] [--concurrency 1,16,64]
+
+Pins the worker to core 1 and the model and this load generator to core 0
+(when the machine has two cores), then prints:
+- requests/s and p50/p99 latency at each concurrency, direct and through the
+  worker, and the latency the worker adds;
+- for a 300-token stream: time to first byte and total, direct and through;
+- the worker's RSS idle (before any request) and after load;
+- the cost of counting a 250-word prompt's tokens.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from pyworker.tokens import TokenCounter  # noqa: E402
+from pyworker.words import random_words  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout_s: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise SystemExit(f"nothing listening on {port}")
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def http_post(path: str, port: int, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+class _LoadConnection(asyncio.Protocol):
+    """Sends one request, waits for the whole Content-Length response, repeats."""
+
+    def __init__(self, request: bytes, stop_at: float, latencies: list[float], done: asyncio.Future[None]) -> None:
+        self.request = request
+        self.stop_at = stop_at
+        self.latencies = latencies
+        self.done = done
+        self.buf = b""
+        self.sent_at = 0.0
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self._send()
+
+    def _send(self) -> None:
+        assert self.transport is not None
+        self.sent_at = time.perf_counter()
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        head = self.buf[:end].lower()
+        i = head.find(b"content-length:")
+        if i < 0:
+            raise RuntimeError(f"no content-length in {head!r}")
+        length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None])
+        if len(self.buf) < end + 4 + length:
+            return
+        if not head.startswith(b"http/1.1 200"):
+            raise RuntimeError(f"bad answer {self.buf[:200]!r}")
+        now = time.perf_counter()
+        self.latencies.append(now - self.sent_at)
+        self.buf = self.buf[end + 4 + length :]
+        if now < self.stop_at:
+            self._send()
+        else:
+            assert self.transport is not None
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def closed_loop(port: int, request: bytes, concurrency: int, seconds: float) -> tuple[float, list[float]]:
+    """`concurrency` keep-alive connections, each sending back to back for `seconds`."""
+    loop = asyncio.get_running_loop()
+    # Warm-up: one request per connection, not measured.
+    await _run_round(loop, port, request, concurrency, time.perf_counter() + 0.3, [])
+    latencies: list[float] = []
+    start = time.perf_counter()
+    await _run_round(loop, port, request, concurrency, start + seconds, latencies)
+    elapsed = time.perf_counter() - start
+    return len(latencies) / elapsed, latencies
+
+
+async def _run_round(
+    loop: asyncio.AbstractEventLoop, port: int, request: bytes, concurrency: int, stop_at: float, latencies: list[float]
+) -> None:
+    dones = []
+    for _ in range(concurrency):
+        done: asyncio.Future[None] = loop.create_future()
+        await loop.create_connection(lambda d=done: _LoadConnection(request, stop_at, latencies, d), "127.0.0.1", port)
+        dones.append(done)
+    await asyncio.gather(*dones)
+
+
+async def stream_once(port: int, request: bytes) -> tuple[float, float]:
+    """Time to the first body byte and to the end of a streamed answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    start = time.perf_counter()
+    writer.write(request)
+    await reader.readuntil(b"\r\n\r\n")
+    await reader.readuntil(b"data:")
+    first = time.perf_counter() - start
+    await reader.readuntil(b"data: [DONE]")
+    total = time.perf_counter() - start
+    writer.close()
+    return first, total
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+
+
+def count_cost_ms() -> float:
+    counter = TokenCounter.default()
+    rng = random.Random(3)
+    prompts = [random_words(250, rng) for _ in range(50)]
+    for p in prompts:
+        counter.count(p)  # the cache is warm as it is on a busy worker
+    n = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < 1.0:
+        for p in prompts:
+            counter.count(p)
+        n += len(prompts)
+    per = (time.perf_counter() - start) / n * 1000
+    cold = TokenCounter.gpt2()
+    start = time.perf_counter()
+    for p in prompts[:10]:
+        cold.count(p)
+    print(f"  first sight of a 250-word prompt (cold cache): {(time.perf_counter() - start) / 10 * 1000:.3f} ms")
+    encode_start = time.perf_counter()
+    for p in prompts[:20]:
+        counter.encode_count(p)
+    print(f"  tokenizers' own encode:                        {(time.perf_counter() - encode_start) / 20 * 1000:.3f} ms")
+    return per
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+
+    tmp = Path(tempfile.mkdtemp(prefix="pyworker-bench-"))
+    model_port, worker_port = free_port(), free_port()
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    taskset0 = ["taskset", "-c", "0"] if pin else []
+    taskset1 = ["taskset", "-c", "1"] if pin else []
+    if pin:
+        os.sched_setaffinity(0, {0})
+    model = subprocess.Popen(
+        [*taskset0, sys.executable, "-m", "pyworker.dev.model", "--port", str(model_port), "--log", str(tmp / "model.log")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    worker_env = {
+        **env,
+        "WORKER_PORT": str(worker_port),
+        "WORKER_HOST": "127.0.0.1",
+        "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
+        "MODEL_LOG": str(tmp / "model.log"),
+        "UNSECURED": "true",
+        "PYWORKER_LOG_LEVEL": "WARNING",
+    }
+    worker = subprocess.Popen(
+        [*taskset1, sys.executable, "-m", "pyworker", "workers.hello_world"],
+        env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_port(model_port)
+        wait_port(worker_port)
+        time.sleep(0.3)
+        idle_rss = rss_mb(worker.pid)
+        print(f"pinned: {'worker on core 1, model and load generator on core 0' if pin else 'no'}")
+        print(f"worker RSS idle (before any request): {idle_rss:.1f} MB")
+
+        prompt = random_words(250, random.Random(11))
+        payload = {"prompt": prompt, "max_response_tokens": 16}
+        auth = {"cost": "1", "endpoint": "bench", "reqnum": 1, "request_idx": 1, "signature": "", "url": ""}
+        direct_req = http_post("/generate", model_port, json.dumps(payload).encode())
+        worker_req = http_post("/generate", worker_port, json.dumps({"auth_data": auth, "payload": payload}).encode())
+
+        print("\n/generate, 250-word prompt, 16-token answer, keep-alive connections")
+        print(f"{'conc':>5} {'direct rps':>11} {'p50 ms':>8} {'p99 ms':>8} | {'worker rps':>11} {'p50 ms':>8} {'p99 ms':>8} | {'added p50':>10} {'added p99':>10}")
+        peak_rss = idle_rss
+        for c in levels:
+            d_rps, d_lat = asyncio.run(closed_loop(model_port, direct_req, c, args.seconds))
+            w_rps, w_lat = asyncio.run(closed_loop(worker_port, worker_req, c, args.seconds))
+            peak_rss = max(peak_rss, rss_mb(worker.pid))
+            print(
+                f"{c:>5} {d_rps:>11.0f} {pct(d_lat, .5):>8.3f} {pct(d_lat, .99):>8.3f} | "
+                f"{w_rps:>11.0f} {pct(w_lat, .5):>8.3f} {pct(w_lat, .99):>8.3f} | "
+                f"{pct(w_lat, .5) - pct(d_lat, .5):>10.3f} {pct(w_lat, .99) - pct(d_lat, .99):>10.3f}"
+            )
+
+        print("\n/generate_stream, 300 tokens, one SSE event each (median of 20)")
+        s_payload = {"prompt": prompt, "max_response_tokens": 300}
+        d_stream = http_post("/generate_stream", model_port, json.dumps(s_payload).encode())
+        w_stream = http_post("/generate_stream", worker_port, json.dumps({"auth_data": auth, "payload": s_payload}).encode())
+        d = [asyncio.run(stream_once(model_port, d_stream)) for _ in range(20)]
+        w = [asyncio.run(stream_once(worker_port, w_stream)) for _ in range(20)]
+        d_first, d_total = statistics.median(x[0] for x in d) * 1000, statistics.median(x[1] for x in d) * 1000
+        w_first, w_total = statistics.median(x[0] for x in w) * 1000, statistics.median(x[1] for x in w) * 1000
+        print(f"  first byte: direct {d_first:.3f} ms, worker {w_first:.3f} ms, added {w_first - d_first:.3f} ms")
+        print(f"  total:      direct {d_total:.3f} ms, worker {w_total:.3f} ms, added {w_total - d_total:.3f} ms")
+
+        print(f"\nworker RSS: idle {idle_rss:.1f} MB, under load (peak seen) {peak_rss:.1f} MB, after {rss_mb(worker.pid):.1f} MB")
+        print("\ncounting a 250-word prompt's tokens (GPT-2 BPE)")
+        print(f"  warm cache (every request after the first few): {count_cost_ms():.3f} ms")
+    finally:
+        worker.terminate()
+        model.terminate()
+        worker.wait()
+        model.wait()
+
+
+if __name__ == "__main__":
+    main()
