@@ -148,13 +148,9 @@ class Backend:
         """
         return None
 
-    async def _count(self, payload: ApiPayload, body_bytes: int) -> float:
-        kind = type(payload)
-        if body_bytes > LARGE_BODY_BYTES or kind not in self._warm:
-            workload = await asyncio.to_thread(payload.count_workload)
-            self._warm.add(kind)
-        else:
-            workload = payload.count_workload()
+    async def _count_in_thread(self, payload: ApiPayload) -> float:
+        workload = await asyncio.to_thread(payload.count_workload)
+        self._warm.add(type(payload))
         return float(workload)
 
     async def _handle(self, handler: EndpointHandler[Any], request: Request) -> Response | StreamResponse:
@@ -170,7 +166,10 @@ class Backend:
         if refusal is not None:
             return json_response({"error": refusal}, status=401)
 
-        workload = await self._count(payload, len(request.body))
+        if len(request.body) > LARGE_BODY_BYTES or type(payload) not in self._warm:
+            workload = await self._count_in_thread(payload)
+        else:
+            workload = float(payload.count_workload())
         tracker = self.metrics.track(auth.request_idx, workload)
         parallel = self.allow_parallel_requests if handler.allow_parallel_requests is None else handler.allow_parallel_requests
         limit = self.max_queue_time if handler.max_queue_time is None else handler.max_queue_time

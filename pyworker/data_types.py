@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from .http import Request, Response, StreamResponse, UpstreamResponse
 from .http.headers import strip_hop_by_hop
@@ -131,14 +131,11 @@ class EndpointHandler(abc.ABC, Generic[Payload_T]):
                 errors[self.AUTH_KEY] = exc.message
         if self.PAYLOAD_KEY not in errors:
             try:
-                parsed = self.payload_cls().from_json_msg(req_data[self.PAYLOAD_KEY])
-                assert isinstance(parsed, self.payload_cls())
-                payload = parsed
+                payload = cast(Payload_T, self.payload_cls().from_json_msg(req_data[self.PAYLOAD_KEY]))
             except JsonDataException as exc:
                 errors[self.PAYLOAD_KEY] = exc.message
-        if errors:
+        if errors or auth is None or payload is None:
             raise JsonDataException(errors)
-        assert auth is not None and payload is not None
         return auth, payload
 
     async def generate_client_response(

@@ -25,7 +25,7 @@ class Outcome(enum.Enum):
     REJECTED = "Rejected"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestRecord:
     """One finished request, as `/delete_requests/` wants it."""
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import types
 import typing
@@ -32,52 +33,50 @@ def _type_name(value: Any) -> str:
     return "null" if value is None else type(value).__name__
 
 
+# What json.loads can produce for each annotation, and how errors name it.
+_JSON_TYPES: dict[Any, tuple[frozenset[type], str]] = {
+    str: (frozenset({str}), "str"),
+    int: (frozenset({int}), "int"),  # not bool: True is an int to Python, not to JSON
+    float: (frozenset({int, float}), "number"),
+    bool: (frozenset({bool}), "bool"),
+    type(None): (frozenset({type(None)}), "null"),
+    list: (frozenset({list}), "list"),
+    tuple: (frozenset({list}), "list"),
+    dict: (frozenset({dict}), "object"),
+}
+
+
+def _json_types(annotation: Any) -> tuple[frozenset[type], str] | None:
+    """The JSON value types `annotation` admits, or None to admit anything."""
+    known = _JSON_TYPES.get(annotation)
+    if known is not None:
+        return known
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        allowed: set[type] = set()
+        names: list[str] = []
+        for arg in typing.get_args(annotation):
+            part = _json_types(arg)
+            if part is None:
+                return None
+            allowed |= part[0]
+            names.append(part[1])
+        return frozenset(allowed), " or ".join(names)
+    if origin in (list, tuple, typing.Sequence, collections.abc.Sequence):
+        return _JSON_TYPES[list]
+    if origin in (dict, typing.Mapping, collections.abc.Mapping):
+        return _JSON_TYPES[dict]
+    return None
+
+
 def _check_for(annotation: Any) -> _Check:
     """A check for the simple annotations payloads use; anything else is accepted."""
-    origin = typing.get_origin(annotation)
-    if annotation is Any or annotation is object:
+    spec = _json_types(annotation)
+    if spec is None:
         return lambda value: None
-    if origin in (typing.Union, types.UnionType):
-        checks = [_check_for(arg) for arg in typing.get_args(annotation)]
-        names = " or ".join(_describe(arg) for arg in typing.get_args(annotation))
-
-        def check_union(value: Any) -> str | None:
-            return None if any(c(value) is None for c in checks) else f"expected {names}, got {_type_name(value)}"
-
-        return check_union
-    if annotation is type(None):
-        return lambda value: None if value is None else f"expected null, got {_type_name(value)}"
-    if annotation is bool:
-        return lambda value: None if isinstance(value, bool) else f"expected bool, got {_type_name(value)}"
-    if annotation is int:
-        # JSON has no int/bool split in Python's eyes: True is an int; refuse it.
-        return lambda value: (
-            None if isinstance(value, int) and not isinstance(value, bool) else f"expected int, got {_type_name(value)}"
-        )
-    if annotation is float:
-        return lambda value: (
-            None
-            if isinstance(value, (int, float)) and not isinstance(value, bool)
-            else f"expected number, got {_type_name(value)}"
-        )
-    if annotation is str:
-        return lambda value: None if isinstance(value, str) else f"expected str, got {_type_name(value)}"
-    base = origin or annotation
-    if base in (list, tuple, typing.Sequence):
-        return lambda value: None if isinstance(value, list) else f"expected list, got {_type_name(value)}"
-    if base in (dict, typing.Mapping):
-        return lambda value: None if isinstance(value, dict) else f"expected object, got {_type_name(value)}"
-    return lambda value: None
-
-
-def _describe(annotation: Any) -> str:
-    if annotation is type(None):
-        return "null"
-    if annotation is float:
-        return "number"
-    if annotation is dict:
-        return "object"
-    return getattr(annotation, "__name__", str(annotation))
+    allowed, names = spec
+    # An exact type test: json.loads makes only these types, and it keeps bool apart from int.
+    return lambda value: None if type(value) in allowed else f"expected {names}, got {_type_name(value)}"
 
 
 @lru_cache(maxsize=None)

@@ -193,32 +193,41 @@ def main() -> None:
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
 
     tmp = Path(tempfile.mkdtemp(prefix="pyworker-bench-"))
-    model_port, worker_port = free_port(), free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     taskset0 = ["taskset", "-c", "0"] if pin else []
     taskset1 = ["taskset", "-c", "1"] if pin else []
     if pin:
         os.sched_setaffinity(0, {0})
-    model = subprocess.Popen(
-        [*taskset0, sys.executable, "-m", "pyworker.dev.model", "--port", str(model_port), "--log", str(tmp / "model.log")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    worker_env = {
-        **env,
-        "WORKER_PORT": str(worker_port),
-        "WORKER_HOST": "127.0.0.1",
-        "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
-        "MODEL_LOG": str(tmp / "model.log"),
-        "UNSECURED": "true",
-        "PYWORKER_LOG_LEVEL": "WARNING",
-    }
-    worker = subprocess.Popen(
-        [*taskset1, sys.executable, "-m", "pyworker", "workers.hello_world"],
-        env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
+    procs: list[subprocess.Popen[bytes]] = []
+
+    def start_pair(name: str, *model_args: str) -> tuple[int, int, subprocess.Popen[bytes]]:
+        """A stand-in model (core 0) and a hello_world worker in front of it (core 1)."""
+        model_port, worker_port = free_port(), free_port()
+        log = str(tmp / f"{name}.log")
+        procs.append(subprocess.Popen(
+            [*taskset0, sys.executable, "-m", "pyworker.dev.model", "--port", str(model_port), "--log", log, *model_args],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        ))
+        worker_env = {
+            **env,
+            "WORKER_PORT": str(worker_port),
+            "WORKER_HOST": "127.0.0.1",
+            "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
+            "MODEL_LOG": log,
+            "UNSECURED": "true",
+            "PYWORKER_LOG_LEVEL": "WARNING",
+        }
+        worker = subprocess.Popen(
+            [*taskset1, sys.executable, "-m", "pyworker", "workers.hello_world"],
+            env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        procs.append(worker)
         wait_port(model_port)
         wait_port(worker_port)
+        return model_port, worker_port, worker
+
+    try:
+        model_port, worker_port, worker = start_pair("fast")
         time.sleep(0.3)
         idle_rss = rss_mb(worker.pid)
         print(f"pinned: {'worker on core 1, model and load generator on core 0' if pin else 'no'}")
@@ -243,12 +252,15 @@ def main() -> None:
                 f"{pct(w_lat, .5) - pct(d_lat, .5):>10.3f} {pct(w_lat, .99) - pct(d_lat, .99):>10.3f}"
             )
 
-        print("\n/generate_stream, 300 tokens, one SSE event each (median of 20)")
+        # Streams come from a model that takes 1 ms per token, as a (fast) real one does.
+        stream_model, stream_worker, _ = start_pair("stream", "--token-delay", "0.001")
+        print("\n/generate_stream, 300 tokens, one SSE event per token, 1 ms apart (median of 20)")
         s_payload = {"prompt": prompt, "max_response_tokens": 300}
-        d_stream = http_post("/generate_stream", model_port, json.dumps(s_payload).encode())
-        w_stream = http_post("/generate_stream", worker_port, json.dumps({"auth_data": auth, "payload": s_payload}).encode())
-        d = [asyncio.run(stream_once(model_port, d_stream)) for _ in range(20)]
-        w = [asyncio.run(stream_once(worker_port, w_stream)) for _ in range(20)]
+        d_stream = http_post("/generate_stream", stream_model, json.dumps(s_payload).encode())
+        w_stream = http_post("/generate_stream", stream_worker, json.dumps({"auth_data": auth, "payload": s_payload}).encode())
+        asyncio.run(stream_once(stream_worker, w_stream))  # warm-up: the worker loads its tokenizer
+        d = [asyncio.run(stream_once(stream_model, d_stream)) for _ in range(20)]
+        w = [asyncio.run(stream_once(stream_worker, w_stream)) for _ in range(20)]
         d_first, d_total = statistics.median(x[0] for x in d) * 1000, statistics.median(x[1] for x in d) * 1000
         w_first, w_total = statistics.median(x[0] for x in w) * 1000, statistics.median(x[1] for x in w) * 1000
         print(f"  first byte: direct {d_first:.3f} ms, worker {w_first:.3f} ms, added {w_first - d_first:.3f} ms")
@@ -258,10 +270,10 @@ def main() -> None:
         print("\ncounting a 250-word prompt's tokens (GPT-2 BPE)")
         print(f"  warm cache (every request after the first few): {count_cost_ms():.3f} ms")
     finally:
-        worker.terminate()
-        model.terminate()
-        worker.wait()
-        model.wait()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait()
 
 
 if __name__ == "__main__":

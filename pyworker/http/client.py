@@ -152,11 +152,13 @@ class _ClientConnection(asyncio.Protocol):
         out = b"".join(cast(bytes, self.h11.send(event)) for event in parts)
         self.transport.write(out)
 
-    async def next_event(self, timeout_s: float) -> h11.Event | type[h11.PAUSED]:
-        conn = self.h11
-        while True:
+    def poll_event(self) -> h11.Event | type[h11.PAUSED] | None:
+        """The next event h11 can make of what has arrived, or None if it needs more."""
+        # With nothing received since h11 last said NEED_DATA, it would only
+        # say so again: skip the call.
+        while self._unread or self._eof_fed or self.lost:
             try:
-                event = conn.next_event()
+                event = self.h11.next_event()
             except h11.RemoteProtocolError as exc:
                 raise UpstreamProtocolError(f"model server broke HTTP/1.1: {exc}") from None
             if event is not h11.NEED_DATA:
@@ -166,9 +168,19 @@ class _ClientConnection(asyncio.Protocol):
                 self._read_paused = False
                 assert self.transport is not None
                 self.transport.resume_reading()
-            if self.lost:
-                self._feed_eof()
-                continue
+            if not self.lost:
+                break
+            if self._eof_fed:
+                raise UpstreamProtocolError("model server closed the connection")
+            self._feed_eof()
+        return None
+
+    async def next_event(self, timeout_s: float) -> h11.Event | type[h11.PAUSED]:
+        """The next event, waiting at most `timeout_s` of silence for it."""
+        while True:
+            event = self.poll_event()
+            if event is not None:
+                return event
             waiter = self._loop.create_future()
             self._waiter = waiter
             self._timeout_s = timeout_s
@@ -221,25 +233,36 @@ class UpstreamResponse:
         return self.content_length is None or self.content_type.startswith("text/event-stream")
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
-        """Yield each piece of the body as it arrives from the socket."""
+        """Yield the body as it arrives from the socket.
+
+        Each piece is yielded as soon as it is read; pieces that arrived
+        together (several server-sent events in one read) come joined, so a
+        burst costs one write downstream instead of one per event.
+        """
         conn = self._conn
         if conn is None:
             return
         timeout_s = self._pool.limits.read_timeout_s
         while True:
-            event = await conn.next_event(timeout_s)
-            kind = type(event)
-            if kind is h11.Data:
-                data = cast(h11.Data, event).data
-                if data:
-                    yield bytes(data)
-            elif kind is h11.EndOfMessage:
-                self.complete = True
-                self._release()
-                return
-            else:
-                self.aclose_now()
-                raise UpstreamProtocolError("model server closed the connection mid-response")
+            event: h11.Event | type[h11.PAUSED] | None = await conn.next_event(timeout_s)
+            parts: list[bytes] = []
+            while event is not None:
+                kind = type(event)
+                if kind is h11.Data:
+                    parts.append(cast(h11.Data, event).data)
+                elif kind is h11.EndOfMessage:
+                    self.complete = True
+                    self._release()
+                    if parts:
+                        yield b"".join(parts)
+                    return
+                else:
+                    self.aclose_now()
+                    raise UpstreamProtocolError("model server closed the connection mid-response")
+                event = conn.poll_event()
+            data = b"".join(parts)
+            if data:
+                yield data
 
     @property
     def content(self) -> AsyncIterator[bytes]:

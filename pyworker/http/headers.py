@@ -24,9 +24,10 @@ HOP_BY_HOP = frozenset(
 def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """`headers` without hop-by-hop ones, including those the Connection header names."""
     items = list(headers)
-    named = set(HOP_BY_HOP)
+    named: frozenset[bytes] | set[bytes] = HOP_BY_HOP
     for key, value in items:
         if key == b"connection":
+            named = set(named)
             named.update(token.strip().lower() for token in value.split(b","))
     return [(k, v) for k, v in items if k not in named]
 

@@ -276,7 +276,9 @@ class HTTPServerProtocol(asyncio.Protocol):
                 return
             self._send_complete(json_response({"error": "internal server error"}, status=500))
         self._task = None
-        if self._next_cycle():
+        if self._next_cycle() and self._conn.trailing_data[0]:
+            # Pipelined bytes wait in h11's buffer; with none, skip the
+            # next_event() call that could only say NEED_DATA.
             self._process()
 
     # -- writing -----------------------------------------------------------
