@@ -128,8 +128,8 @@ class TokenCounter:
         data = resources.files("pyworker") / "data"
         with resources.as_file(data / "encoder.json") as vocab, resources.as_file(data / "vocab.bpe") as merges:
             tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # type: ignore[assignment]
-        tok.decoder = decoders.ByteLevel()  # type: ignore[assignment]
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
         return cls(tok)
 
     _default: TokenCounter | None = None

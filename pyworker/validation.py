@@ -113,12 +113,13 @@ def from_dict(cls: type[T], data: Any, where: str | None = None) -> T:
     Raises `JsonDataException` naming every missing or mistyped field, under
     the key `where` when given.
     """
-    errors = field_errors(cls, data)
+    klass: type = cls
+    errors = field_errors(klass, data)
     if errors:
         if "" in errors:
             detail: Any = errors[""]
         else:
             detail = errors
         raise JsonDataException({where: detail} if where else errors)
-    names = [name for name, _, _ in _fields(cls)]
+    names = [name for name, _, _ in _fields(klass)]
     return cls(**{name: data[name] for name in names if name in data})

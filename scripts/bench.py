@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import random
-import socket
 import statistics
 import subprocess
 import sys
@@ -30,26 +30,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pyworker.dev.ports import free_port, wait_port  # noqa: E402
 from pyworker.tokens import TokenCounter  # noqa: E402
 from pyworker.words import random_words  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"nothing listening on {port}")
 
 
 def rss_mb(pid: int) -> float:
@@ -134,7 +117,7 @@ async def _run_round(
     dones = []
     for _ in range(concurrency):
         done: asyncio.Future[None] = loop.create_future()
-        await loop.create_connection(lambda d=done: _LoadConnection(request, stop_at, latencies, d), "127.0.0.1", port)
+        await loop.create_connection(functools.partial(_LoadConnection, request, stop_at, latencies, done), "127.0.0.1", port)
         dones.append(done)
     await asyncio.gather(*dones)
 

@@ -5,37 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
+
+from pyworker.dev.ports import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
 AUTH = {"cost": "1", "endpoint": "test", "reqnum": 1, "request_idx": 1, "signature": "x", "url": "http://w"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_port(port: int, timeout_s: float = 10.0, proc: subprocess.Popen[bytes] | None = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode} before listening on {port}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on {port} after {timeout_s} s")
 
 
 def body(prompt: str = "hello world", request_idx: int = 1, **payload: Any) -> bytes:
@@ -130,7 +110,7 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
     if "content-length" in headers:
         return status, headers, await reader.readexactly(int(headers["content-length"]))
     if headers.get("transfer-encoding") == "chunked":
-        parts = []
+        parts: list[bytes] = []
         while True:
             size = int((await reader.readuntil(b"\r\n")).strip(), 16)
             if size == 0:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import unittest
+from typing import cast
 
 from pyworker import Backend, post
 from pyworker.config import WorkerConfig
@@ -53,7 +54,8 @@ class SlowClient(unittest.IsolatedAsyncioTestCase):
         writer.write(b"POST /generate_stream HTTP/1.1\r\nHost: w\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
         await reader.readuntil(b"\r\n\r\n")
         # Stop reading: our socket buffer fills, then the worker's, then the model must wait.
-        writer.transport.pause_reading()
+        transport = cast(asyncio.Transport, writer.transport)
+        transport.pause_reading()
         await asyncio.sleep(1.0)
         stalled_at = written
         await asyncio.sleep(0.5)
@@ -61,7 +63,7 @@ class SlowClient(unittest.IsolatedAsyncioTestCase):
         # Socket buffers on both hops plus the worker's bounded buffers: a few MiB at most.
         self.assertLess(stalled_at, 16 * 1024 * 1024)
         # Reading again lets the whole stream through.
-        writer.transport.resume_reading()
+        transport.resume_reading()
         received = 0
         while not finished.is_set() or received < TOTAL_BYTES:
             piece = await asyncio.wait_for(reader.read(1 << 20), 10)

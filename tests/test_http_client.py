@@ -13,7 +13,7 @@ from pyworker.http import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from tests.support import free_port
+from pyworker.dev.ports import free_port
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 

@@ -11,7 +11,8 @@ import time
 import unittest
 from typing import Any
 
-from tests.support import ROOT, ModelProcess, WorkerProcess, body, free_port
+from pyworker.dev.ports import free_port
+from tests.support import ROOT, ModelProcess, WorkerProcess, body
 
 
 def call(port: int, method: str, path: str, data: bytes | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:

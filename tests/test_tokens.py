@@ -40,6 +40,8 @@ def corpus() -> list[str]:
 
 
 class Exactness(unittest.TestCase):
+    counter: TokenCounter
+
     @classmethod
     def setUpClass(cls) -> None:
         cls.counter = TokenCounter.gpt2()

@@ -10,34 +10,15 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
+
+from .ports import free_port, wait_port
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _wait_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout_s: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"pyworker.dev: {what} exited with status {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise SystemExit(f"pyworker.dev: {what} did not listen on port {port} within {timeout_s:g} s")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,7 +31,7 @@ def main(argv: list[str] | None = None) -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="pyworker-dev-"))
     model_log = workdir / "model.log"
-    model_port = args.model_port or _free_port()
+    model_port = args.model_port or free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     procs: list[subprocess.Popen[bytes]] = []
@@ -67,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
             {},
             "model",
         )
-        _wait_port(model_port, model, "the stand-in model")
+        wait_port(model_port, 30, model, "the stand-in model")
         worker = start(
             ["-m", "pyworker", args.module],
             {
@@ -79,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
             },
             "worker",
         )
-        _wait_port(args.worker_port, worker, f"the worker ({workdir / 'worker.out'})")
+        wait_port(args.worker_port, 30, worker, f"the worker (see {workdir / 'worker.out'})")
         payload = '{"auth_data":{"cost":"1","endpoint":"dev","reqnum":1,"request_idx":1,"signature":"","url":""},"payload":{"prompt":"Hello","max_response_tokens":8}}'
         print(
             f"stand-in model  http://127.0.0.1:{model_port}  (log {model_log})\n"
@@ -93,8 +74,9 @@ def main(argv: list[str] | None = None) -> None:
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
         while all(p.poll() is None for p in procs):
             time.sleep(0.2)
-        dead = next(p for p in procs if p.poll() is not None)
-        print(f"pyworker.dev: {' '.join(map(str, dead.args[1:]))} exited with status {dead.returncode}", file=sys.stderr)
+        dead = next(i for i, p in enumerate(procs) if p.poll() is not None)
+        name = ("the stand-in model", "the worker")[dead]
+        print(f"pyworker.dev: {name} exited with status {procs[dead].returncode}; see {workdir}", file=sys.stderr)
     except KeyboardInterrupt:
         print("\nstopping", flush=True)
     finally:

@@ -7,10 +7,8 @@ These play the part of aiohttp's `web.Request`, `web.Response` and
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Protocol
 
-if TYPE_CHECKING:
-    from .server import _Responder
 
 Headers = list[tuple[bytes, bytes]]
 HeaderItems = Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
@@ -32,6 +30,18 @@ JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
 
 
+class _Responder(Protocol):
+    """What a connection offers a `StreamResponse` (the server protocol implements it)."""
+
+    head_sent: bool
+
+    async def start(self, status: int, headers: Headers) -> None: ...
+
+    async def write(self, data: bytes) -> None: ...
+
+    def finish(self) -> None: ...
+
+
 class HTTPError(Exception):
     """Raise from a handler to answer with `status` and a JSON error body.
 
@@ -42,7 +52,7 @@ class HTTPError(Exception):
         super().__init__(f"{status}: {detail}")
         self.status = status
         self.detail = detail
-        self.headers = list(headers)
+        self.headers = encode_headers(headers)
 
     def to_response(self) -> Response:
         body = self.detail if isinstance(self.detail, dict) else {"error": self.detail}

@@ -317,7 +317,9 @@ class HTTPServerProtocol(asyncio.Protocol):
         if self._lost:
             raise ClientDisconnected("client disconnected")
         assert self._transport is not None and self._flow is not None
-        self._transport.writelines(self._conn.send_with_data_passthrough(h11.Data(data=data)))
+        pieces = self._conn.send_with_data_passthrough(h11.Data(data=data))
+        assert pieces is not None
+        self._transport.writelines(pieces)
         try:
             await self._flow.drain()
         except ConnectionResetError:

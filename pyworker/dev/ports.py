@@ -1,0 +1,33 @@
+"""Ports on 127.0.0.1 for development tools, benchmarks and tests."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+
+
+def free_port() -> int:
+    """A port nothing listens on right now (another process may take it later)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_port(port: int, timeout_s: float = 15.0, proc: subprocess.Popen[bytes] | None = None, what: str = "") -> None:
+    """Return once something accepts connections on `port`.
+
+    Raises RuntimeError if `proc` exits first and TimeoutError after `timeout_s`.
+    """
+    name = what or f"the process on port {port}"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with status {proc.returncode} before listening on port {port}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise TimeoutError(f"{name} did not listen on port {port} within {timeout_s:g} s")
