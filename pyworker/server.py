@@ -15,6 +15,8 @@ from .http import HTTPServer, Route
 
 log = logging.getLogger("pyworker")
 
+GIL_SWITCH_INTERVAL_S = 0.001
+
 
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(
@@ -100,6 +102,9 @@ def start_server(backend: Backend, routes: Iterable[Route]) -> None:
         print(f"pyworker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     setup_logging(config.log_level)
+    # A huge prompt is tokenized in a worker thread; while it runs in Python
+    # code, the event loop waits for the GIL up to this interval (default 5 ms).
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
         asyncio.run(serve(backend, list(routes), config))
     except ConfigError as exc:

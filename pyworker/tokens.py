@@ -36,9 +36,10 @@ TOKENIZER_ENV = "PYWORKER_TOKENIZER"
 MAX_CACHE_ENTRIES = 100_000
 # Below this many unseen pre-tokens a batch call costs more than it saves.
 _BATCH_MIN = 8
-# Pre-tokens handed to one `encode_batch` call, so that a huge unseen prompt
-# counted in a worker thread lets the event loop take the GIL between calls.
-_BATCH_MAX = 2048
+# Pre-tokens handed to one `encode_batch` call. The call holds the GIL (about
+# 1 ms for 256), so a huge unseen prompt counted in a worker thread lets the
+# event loop run between calls.
+_BATCH_MAX = 256
 
 # GPT-2's pre-tokenizer: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+
 # On ASCII text the classes are exactly these:

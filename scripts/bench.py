@@ -136,6 +136,40 @@ async def stream_once(port: int, request: bytes) -> tuple[float, float]:
     return first, total
 
 
+async def ping_lag_during(port: int, request: bytes) -> tuple[float, float, float]:
+    """Longest /ping round trip while `request` (a huge prompt) is handled, vs before.
+
+    Shows whether counting the prompt's tokens held the worker's event loop.
+    """
+
+    async def pings(until: asyncio.Future[None] | None, count: int = 0) -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        worst = 0.0
+        n = 0
+        while (until is not None and not until.done()) or (until is None and n < count):
+            start = time.perf_counter()
+            writer.write(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            await reader.readuntil(b"pong")
+            worst = max(worst, time.perf_counter() - start)
+            n += 1
+            await asyncio.sleep(0.001)
+        writer.close()
+        return worst * 1000
+
+    idle_worst = await pings(None, 200)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pinger = asyncio.create_task(pings(done))
+    start = time.perf_counter()
+    writer.write(request)
+    await reader.readuntil(b"\r\n\r\n")
+    elapsed = (time.perf_counter() - start) * 1000
+    done.set_result(None)
+    busy_worst = await pinger
+    writer.close()
+    return idle_worst, busy_worst, elapsed
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
@@ -248,6 +282,13 @@ def main() -> None:
         w_first, w_total = statistics.median(x[0] for x in w) * 1000, statistics.median(x[1] for x in w) * 1000
         print(f"  first byte: direct {d_first:.3f} ms, worker {w_first:.3f} ms, added {w_first - d_first:.3f} ms")
         print(f"  total:      direct {d_total:.3f} ms, worker {w_total:.3f} ms, added {w_total - d_total:.3f} ms")
+
+        print("\na 32k-token prompt of words the worker has not seen (counted off the event loop)")
+        words = random_words(25_000, random.Random(5)) + " " + " ".join(f"w{i}x" for i in range(4000))
+        huge = {"prompt": words, "max_response_tokens": 1}
+        huge_req = http_post("/generate", worker_port, json.dumps({"auth_data": auth, "payload": huge}).encode())
+        idle_worst, busy_worst, huge_ms = asyncio.run(ping_lag_during(worker_port, huge_req))
+        print(f"  answered in {huge_ms:.1f} ms; longest /ping meanwhile {busy_worst:.2f} ms (idle: {idle_worst:.2f} ms)")
 
         print(f"\nworker RSS: idle {idle_rss:.1f} MB, under load (peak seen) {peak_rss:.1f} MB, after {rss_mb(worker.pid):.1f} MB")
         print("\ncounting a 250-word prompt's tokens (GPT-2 BPE)")

@@ -104,6 +104,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._body: list[bytes] = []
         self._body_bytes = 0
         self.head_sent = False
+        self._pending_head = b""
 
     # -- asyncio callbacks -------------------------------------------------
 
@@ -309,8 +310,17 @@ class HTTPServerProtocol(asyncio.Protocol):
             raise ClientDisconnected("client disconnected")
         out = self._conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
         assert out is not None
-        self._write(out)
+        # Held until the end of this loop turn: a body piece written before
+        # then goes out with it in one send, which is what a model that
+        # answers at once gets (head and first token in one packet).
+        self._pending_head = out
+        self._loop.call_soon(self._flush_head)
         self.head_sent = True
+
+    def _flush_head(self) -> None:
+        head, self._pending_head = self._pending_head, b""
+        if head and not self._lost:
+            self._write(head)
 
     async def write(self, data: bytes) -> None:
         """Send one body piece, then wait while the client's socket is full."""
@@ -319,6 +329,9 @@ class HTTPServerProtocol(asyncio.Protocol):
         assert self._transport is not None and self._flow is not None
         pieces = self._conn.send_with_data_passthrough(h11.Data(data=data))
         assert pieces is not None
+        if self._pending_head:
+            pieces.insert(0, self._pending_head)
+            self._pending_head = b""
         self._transport.writelines(pieces)
         try:
             await self._flow.drain()
@@ -331,6 +344,9 @@ class HTTPServerProtocol(asyncio.Protocol):
             raise ClientDisconnected("client disconnected")
         end = self._conn.send(h11.EndOfMessage())
         assert end is not None
+        if self._pending_head:
+            end = self._pending_head + end
+            self._pending_head = b""
         self._write(end)
 
     # -- connection lifecycle ----------------------------------------------
@@ -344,6 +360,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._body = []
         self._body_bytes = 0
         self.head_sent = False
+        self._pending_head = b""
         if self._lost:
             return False
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
