@@ -22,7 +22,7 @@ from .server import start_server
 from .tokens import TokenCounter, count_tokens
 from .words import random_words
 
-__version__ = "0.1.0"
+from ._version import __version__
 
 __all__ = [
     "ApiPayload",

@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     if not isinstance(backend, Backend) or routes is None:
         print(f"pyworker: {module.__name__} must define `backend` (a Backend) and `routes`", file=sys.stderr)
         raise SystemExit(2)
-    start_server(backend, routes)
+    start_server(backend, routes, name=args.module)
 
 
 if __name__ == "__main__":

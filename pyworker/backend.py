@@ -15,6 +15,7 @@ import json
 import logging
 from typing import Any, Sequence
 
+from .auth import SignatureChecker
 from .config import ConfigError
 from .data_types import ApiPayload, EndpointHandler
 from .http import (
@@ -80,6 +81,8 @@ class Backend:
         self.queue = WorkQueue()
         self.metrics = Metrics()
         self._session: ConnectionPool | None = None
+        # Set by the worker at start: None means UNSECURED (no checks).
+        self.signatures: SignatureChecker | None = None
         self._client_limits = ClientLimits()
         # Payload classes counted once already: their first count (which may
         # load a tokenizer) ran in a thread.
@@ -144,9 +147,11 @@ class Backend:
     def check_signature(self, request: Request, auth: Any) -> str | None:
         """None when the request may pass, else why it may not (answered 401).
 
-        The signature check of the autoscaler integration plugs in here.
+        `auth` is the request's `auth_data` object as received (field order
+        matters to the older signature scheme).
         """
-        return None
+        checker = self.signatures
+        return None if checker is None else checker.check(auth)
 
     async def _count_in_thread(self, payload: ApiPayload) -> float:
         workload = await asyncio.to_thread(payload.count_workload)
@@ -162,7 +167,7 @@ class Backend:
             auth, payload = handler.get_data_from_request(data)
         except JsonDataException as exc:
             return json_response(exc.message, status=422)
-        refusal = self.check_signature(request, auth)
+        refusal = self.check_signature(request, data[handler.AUTH_KEY])
         if refusal is not None:
             return json_response({"error": refusal}, status=401)
 

@@ -75,6 +75,45 @@ def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     raise ConfigError(f"{name} must be true or false, not {raw!r}")
 
 
+REPORTS_OFF = {"off", "none"}
+
+
+@dataclass(frozen=True, slots=True)
+class ReportConfig:
+    """Who the worker is and where it reports: read first, so that a worker
+    whose other settings are wrong can still tell the autoscaler why."""
+
+    addrs: tuple[str, ...]  # empty: reports (and key fetching) are off
+    worker_id: int
+    master_token: str
+    public_url: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReportConfig:
+        e = os.environ if env is None else env
+        raw = env_str(e, "REPORT_ADDR", "https://run.vast.ai") or ""
+        addrs: tuple[str, ...] = ()
+        if raw.strip().lower() not in REPORTS_OFF:
+            addrs = tuple(a.strip().rstrip("/") for a in raw.split(",") if a.strip())
+            for addr in addrs:
+                if not addr.startswith(("http://", "https://")):
+                    raise ConfigError(f"REPORT_ADDR must list http:// or https:// URLs, not {addr!r}")
+        port = env_int(e, "WORKER_PORT", 3000, minimum=0)
+        public_url = None
+        worker_id = 0
+        if addrs:
+            worker_id = env_int(e, "CONTAINER_ID", 0) if _get(e, "CONTAINER_ID") else -1
+            if worker_id < 0:
+                raise ConfigError("CONTAINER_ID is not set: the instance id the worker reports as `id`")
+            ip = env_required(e, "PUBLIC_IPADDR", "the instance's public address, part of the worker's URL")
+            public_port = env_required(
+                e, f"VAST_TCP_PORT_{port}", f"the public port mapped to WORKER_PORT {port}, part of the worker's URL"
+            )
+            scheme = "https" if env_bool(e, "USE_SSL", False) else "http"
+            public_url = f"{scheme}://{ip}:{public_port}"
+        return cls(addrs, worker_id, env_str(e, "MASTER_TOKEN", "") or "", public_url)
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerConfig:
     """Everything `start_server` reads from the environment."""
@@ -83,28 +122,61 @@ class WorkerConfig:
     port: int
     model_log: str | None
     model_server_url: str | None
-    report_addrs: tuple[str, ...]
+    reports: ReportConfig
     unsecured: bool
+    signature_schemes: tuple[str, ...]
+    check_url: bool
     use_ssl: bool
+    ssl_cert: str
+    ssl_key: str
+    state_dir: str
+    model_name: str
+    benchmark_concurrency: int | None
+    health_interval_s: float
     server_limits: ServerLimits
     client_limits: ClientLimits
     shutdown_grace_s: float
     log_level: str
+
+    @property
+    def report_addrs(self) -> tuple[str, ...]:
+        return self.reports.addrs
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
         e = os.environ if env is None else env
         server_defaults = ServerLimits()
         client_defaults = ClientLimits()
-        report = env_str(e, "REPORT_ADDR", "https://run.vast.ai") or ""
+        reports = ReportConfig.from_env(e)
+        unsecured = env_bool(e, "UNSECURED", False)
+        if not reports.addrs and not unsecured:
+            raise ConfigError(
+                "REPORT_ADDR is off, so there is no autoscaler to fetch the public key from: "
+                "set UNSECURED=true for local development"
+            )
+        schemes = tuple(
+            s.strip() for s in (env_str(e, "PYWORKER_SIGNATURE_SCHEMES", "url") or "url").split(",") if s.strip()
+        )
+        for scheme in schemes:
+            if scheme not in ("url", "all-fields"):
+                raise ConfigError(f"PYWORKER_SIGNATURE_SCHEMES takes url and all-fields, not {scheme!r}")
+        concurrency = env_int(e, "PYWORKER_BENCHMARK_CONCURRENCY", 0, minimum=0)
         return cls(
             host=env_str(e, "WORKER_HOST", "0.0.0.0") or "0.0.0.0",
             port=env_int(e, "WORKER_PORT", 3000, minimum=0),
             model_log=env_str(e, "MODEL_LOG"),
             model_server_url=env_str(e, "MODEL_SERVER_URL"),
-            report_addrs=tuple(a.strip().rstrip("/") for a in report.split(",") if a.strip()),
-            unsecured=env_bool(e, "UNSECURED", False),
+            reports=reports,
+            unsecured=unsecured,
+            signature_schemes=schemes or ("url",),
+            check_url=env_bool(e, "PYWORKER_CHECK_URL", True),
             use_ssl=env_bool(e, "USE_SSL", False),
+            ssl_cert=env_str(e, "PYWORKER_SSL_CERT", "/etc/instance.crt") or "/etc/instance.crt",
+            ssl_key=env_str(e, "PYWORKER_SSL_KEY", "/etc/instance.key") or "/etc/instance.key",
+            state_dir=env_str(e, "PYWORKER_STATE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "pyworker"),
+            model_name=env_str(e, "MODEL_NAME", "") or "",
+            benchmark_concurrency=concurrency or None,
+            health_interval_s=env_float(e, "PYWORKER_HEALTH_INTERVAL_S", 10.0, 0.01),
             server_limits=ServerLimits(
                 max_header_bytes=env_int(e, "PYWORKER_MAX_HEADER_BYTES", server_defaults.max_header_bytes, 1024),
                 max_body_bytes=env_int(e, "PYWORKER_MAX_BODY_BYTES", server_defaults.max_body_bytes, 1),

@@ -47,6 +47,16 @@ class RequestRecord:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Counters:
+    """The since-last-report counters at one moment."""
+
+    new_load: float
+    rej_load: float
+    cur_perf_load: float
+    num_requests_recieved: int
+
+
 @dataclass
 class Metrics:
     """Counters since the last report, plus totals since start."""
@@ -64,6 +74,30 @@ class Metrics:
         """Start following a request that has been received."""
         self.num_requests_recieved += 1
         return RequestTracker(self, request_idx, workload)
+
+    def counters(self) -> Counters:
+        return Counters(self.new_load, self.rej_load, self.cur_perf_load, self.num_requests_recieved)
+
+    def delivered(self, sent: Counters) -> None:
+        """Take what a delivered report carried off the counters.
+
+        Subtracting (not zeroing) keeps what was counted while it was in flight.
+        """
+        self.new_load -= sent.new_load
+        self.rej_load -= sent.rej_load
+        self.cur_perf_load -= sent.cur_perf_load
+        self.num_requests_recieved -= sent.num_requests_recieved
+
+    def take_finished(self, limit: int) -> list[RequestRecord]:
+        """Up to `limit` of the oldest finished records, left in place until `forget`."""
+        return [self.finished[i] for i in range(min(limit, len(self.finished)))]
+
+    def forget(self, sent: list[RequestRecord]) -> None:
+        """Drop delivered records; any the bound already dropped are skipped."""
+        ids = {id(r) for r in sent}
+        finished = self.finished
+        while finished and id(finished[0]) in ids:
+            finished.popleft()
 
     @property
     def cur_load(self) -> float:

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import signal
-import ssl
 import sys
 from typing import Iterable
 
 from .backend import Backend
-from .config import ConfigError, WorkerConfig
-from .http import HTTPServer, Route
+from .config import ConfigError, ReportConfig, WorkerConfig
+from .http import Route
+from .worker import Worker, report_until_stopped
 
 log = logging.getLogger("pyworker")
 
+# A huge prompt is tokenized in a worker thread; while it runs Python code,
+# the event loop waits for the GIL up to this interval (default 5 ms).
 GIL_SWITCH_INTERVAL_S = 0.001
 
 
@@ -26,47 +29,13 @@ def setup_logging(level: str = "INFO") -> None:
     )
 
 
-class Worker:
-    """A worker's HTTP server and its backend, started and stopped together."""
-
-    def __init__(self, backend: Backend, routes: Iterable[Route], config: WorkerConfig) -> None:
-        self.backend = backend
-        self.config = config
-        self.server = HTTPServer(routes, config.server_limits)
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    async def start(self) -> None:
-        config = self.config
-        self.backend.configure(
-            model_server_url=config.model_server_url,
-            model_log_file=config.model_log,
-            client_limits=config.client_limits,
-        )
-        ssl_context: ssl.SSLContext | None = None
-        if config.use_ssl:
-            raise ConfigError("USE_SSL=true is not supported yet")
-        if config.unsecured:
-            log.warning("UNSECURED=true: requests are NOT checked for the autoscaler's signature")
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
         try:
-            await self.server.start(config.host, config.port, ssl_context)
-        except OSError as exc:
-            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
-        log.info(
-            "pyworker listening on %s:%d, model server %s, routes %s",
-            config.host,
-            self.port,
-            self.backend.model_server_url,
-            " ".join(self.server.router.paths),
-        )
-
-    async def stop(self) -> None:
-        log.info("shutting down: waiting up to %g s for requests in progress", self.config.shutdown_grace_s)
-        await self.server.shutdown(self.config.shutdown_grace_s)
-        self.backend.session.close()
-        await asyncio.sleep(0)  # let the closed transports finish closing
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass  # not in the main thread: the caller sets `stop`
 
 
 async def serve(
@@ -74,41 +43,72 @@ async def serve(
     routes: Iterable[Route],
     config: WorkerConfig,
     stop: asyncio.Event | None = None,
+    name: str = "",
 ) -> None:
-    """Serve until `stop` is set (or SIGTERM/SIGINT), then shut down gracefully."""
-    worker = Worker(backend, routes, config)
-    await worker.start()
+    """Serve until `stop` is set (or SIGTERM/SIGINT), then shut down gracefully.
+
+    If the worker cannot start, the error is reported to the autoscaler until
+    then (when reports are on) and `ConfigError` is raised at the end.
+    """
     stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass  # not in the main thread: the caller sets `stop`
+    _stop_on_signals(stop)
+    worker = Worker(backend, routes, config, name)
+    try:
+        await worker.start()
+    except ConfigError as exc:
+        if worker.autoscaler is None:
+            raise
+        print(f"pyworker: {exc} (reporting this to the autoscaler until stopped)", file=sys.stderr, flush=True)
+        await report_until_stopped(worker, stop)
+        raise
     try:
         await stop.wait()
     finally:
         await worker.stop()
 
 
-def start_server(backend: Backend, routes: Iterable[Route]) -> None:
+async def _report_config_error(reports: ReportConfig, message: str, stop: asyncio.Event) -> None:
+    worker = Worker(Backend(), [], _minimal_config(reports))
+    worker.status.set_error("start", message)
+    _stop_on_signals(stop)
+    await report_until_stopped(worker, stop)
+
+
+def _minimal_config(reports: ReportConfig) -> WorkerConfig:
+    """Defaults everywhere but the reports: enough to report a start-up error."""
+    return dataclasses.replace(WorkerConfig.from_env({"UNSECURED": "true", "REPORT_ADDR": "off"}), reports=reports)
+
+
+def start_server(backend: Backend, routes: Iterable[Route], name: str = "") -> None:
     """Run the worker from the environment's settings until SIGTERM or SIGINT.
 
-    A bad setting prints one line naming it and exits with status 2.
+    A bad setting prints one line naming it. When the worker knows where to
+    report, it keeps reporting that error to the autoscaler until stopped, as
+    the autoscaler needs to see why; otherwise it exits with status 2.
     """
     try:
         config = WorkerConfig.from_env()
     except ConfigError as exc:
-        print(f"pyworker: {exc}", file=sys.stderr)
+        print(f"pyworker: {exc}", file=sys.stderr, flush=True)
+        try:
+            reports = ReportConfig.from_env()
+        except ConfigError:
+            reports = None
+        if reports is None or not reports.addrs:
+            raise SystemExit(2) from None
+        setup_logging()
+        try:
+            asyncio.run(_report_config_error(reports, str(exc), asyncio.Event()))
+        except KeyboardInterrupt:
+            pass
         raise SystemExit(2) from None
     setup_logging(config.log_level)
-    # A huge prompt is tokenized in a worker thread; while it runs in Python
-    # code, the event loop waits for the GIL up to this interval (default 5 ms).
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     try:
-        asyncio.run(serve(backend, list(routes), config))
+        asyncio.run(serve(backend, list(routes), config, name=name))
     except ConfigError as exc:
-        print(f"pyworker: {exc}", file=sys.stderr)
+        if not config.reports.addrs:
+            print(f"pyworker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         pass

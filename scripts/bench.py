@@ -232,6 +232,7 @@ def main() -> None:
             "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
             "MODEL_LOG": log,
             "UNSECURED": "true",
+            "REPORT_ADDR": "off",
             "PYWORKER_LOG_LEVEL": "WARNING",
         }
         worker = subprocess.Popen(

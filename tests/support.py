@@ -88,6 +88,7 @@ class WorkerProcess(Child):
             "MODEL_SERVER_URL": model_url,
             "MODEL_LOG": model_log,
             "UNSECURED": "true",
+            "REPORT_ADDR": "off",
             "PYWORKER_LOG_LEVEL": "WARNING",
         }
         base.update(env or {})

@@ -11,7 +11,7 @@ from typing import Any
 from pyworker import Backend, Request, Response, get, post
 from pyworker.config import WorkerConfig
 from pyworker.metrics import Metrics, Outcome
-from pyworker.server import Worker
+from pyworker.worker import Worker
 from tests.support import ModelProcess, body, read_response
 from workers.hello_world.server import GenerateHandler, GenerateStreamHandler
 
@@ -39,7 +39,13 @@ class InProcessWorker(unittest.IsolatedAsyncioTestCase):
             post("/generate_stream", self.backend.create_handler(GenerateStreamHandler())),
             get("/stats", stats),
         ]
-        env = {"WORKER_HOST": "127.0.0.1", "WORKER_PORT": "0", "MODEL_LOG": self.model.log}
+        env = {
+            "WORKER_HOST": "127.0.0.1",
+            "WORKER_PORT": "0",
+            "MODEL_LOG": "/dev/null",  # never "loaded": no benchmark runs beside the tests
+            "UNSECURED": "true",
+            "REPORT_ADDR": "off",
+        }
         self.worker = Worker(self.backend, routes, WorkerConfig.from_env(env))
         await self.worker.start()
         self.port = self.worker.port

@@ -8,7 +8,7 @@ from typing import cast
 
 from pyworker import Backend, post
 from pyworker.config import WorkerConfig
-from pyworker.server import Worker
+from pyworker.worker import Worker
 from tests.support import body
 from workers.hello_world.server import GenerateStreamHandler
 
@@ -44,7 +44,7 @@ class SlowClient(unittest.IsolatedAsyncioTestCase):
         self.addCleanup(model.close)
         port = model.sockets[0].getsockname()[1]
         backend = Backend(model_server_url=f"http://127.0.0.1:{port}")
-        config = WorkerConfig.from_env({"WORKER_HOST": "127.0.0.1", "WORKER_PORT": "0", "MODEL_LOG": "/dev/null"})
+        config = WorkerConfig.from_env({"WORKER_HOST": "127.0.0.1", "WORKER_PORT": "0", "MODEL_LOG": "/dev/null", "UNSECURED": "true", "REPORT_ADDR": "off"})
         worker = Worker(backend, [post("/generate_stream", backend.create_handler(GenerateStreamHandler()))], config)
         await worker.start()
         self.addAsyncCleanup(worker.stop)

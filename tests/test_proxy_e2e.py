@@ -36,7 +36,9 @@ class HelloWorldThroughWorker(unittest.TestCase):
     @classmethod
     def setUpClass(cls) -> None:
         cls.model = ModelProcess("--token-delay", "0.15")
-        cls.worker = WorkerProcess("workers.hello_world", cls.model.url, cls.model.log)
+        # The worker follows an empty log: it never sees "loaded", so no benchmark
+        # runs beside these tests (readiness is tested in test_autoscaler_e2e).
+        cls.worker = WorkerProcess("workers.hello_world", cls.model.url, "/dev/null")
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -124,7 +126,7 @@ class ModelFailures(unittest.TestCase):
 
     def test_slow_model_server_is_504(self) -> None:
         model = ModelProcess("--first-token", "3")
-        worker = WorkerProcess("workers.hello_world", model.url, model.log, {"MODEL_READ_TIMEOUT_S": "0.3"})
+        worker = WorkerProcess("workers.hello_world", model.url, "/dev/null", {"MODEL_READ_TIMEOUT_S": "0.3"})
         try:
             status, _, answer = call(worker.port, "POST", "/generate", body())
             self.assertEqual(status, 504)
@@ -136,7 +138,14 @@ class ModelFailures(unittest.TestCase):
 
 class Configuration(unittest.TestCase):
     def run_worker(self, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-        full = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT), "WORKER_PORT": str(free_port()), **env}
+        full = {
+            "PATH": "/usr/bin:/bin",
+            "PYTHONPATH": str(ROOT),
+            "WORKER_PORT": str(free_port()),
+            "UNSECURED": "true",
+            "REPORT_ADDR": "off",
+            **env,
+        }
         return subprocess.run(
             [sys.executable, "-m", "pyworker", "workers.hello_world"],
             cwd=str(ROOT), env=full, capture_output=True, text=True, timeout=20,

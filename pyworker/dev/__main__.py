@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("module", nargs="?", default="workers.hello_world", help="worker module (default: %(default)s)")
     parser.add_argument("--worker-port", type=int, default=3000)
     parser.add_argument("--model-port", type=int, default=0, help="stand-in model port (default: a free one)")
-    parser.add_argument("--token-delay", type=float, default=0.02, help="stand-in model: seconds per token")
+    parser.add_argument("--token-delay", type=float, default=0.005, help="stand-in model: seconds per token")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="pyworker-dev-"))
@@ -57,6 +57,7 @@ def main(argv: list[str] | None = None) -> None:
                 "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
                 "MODEL_LOG": str(model_log),
                 "UNSECURED": "true",
+                "REPORT_ADDR": "off",
             },
             "worker",
         )

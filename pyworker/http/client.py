@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterable, cast
 from urllib.parse import urlsplit
@@ -326,15 +327,20 @@ class UpstreamResponse:
 
 
 class ConnectionPool:
-    """Keep-alive connections to one model server (`http://host:port`)."""
+    """Keep-alive connections to one server (`http://host:port` or `https://...`)."""
 
-    def __init__(self, base_url: str, limits: ClientLimits | None = None) -> None:
+    def __init__(
+        self, base_url: str, limits: ClientLimits | None = None, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
         parts = urlsplit(base_url)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError(f"model server URL must look like http://host:port, not {base_url!r}")
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"URL must look like http://host:port or https://host, not {base_url!r}")
         self.base_url = base_url.rstrip("/")
         self.host = parts.hostname
-        self.port = parts.port or 80
+        self.port = parts.port or (443 if parts.scheme == "https" else 80)
+        self.ssl: ssl.SSLContext | None = None
+        if parts.scheme == "https":
+            self.ssl = ssl_context or ssl.create_default_context()
         self.prefix = parts.path.rstrip("/")
         self.host_header = parts.netloc.encode("ascii")
         self.limits = limits or ClientLimits()
@@ -346,19 +352,22 @@ class ConnectionPool:
         limits = self.limits
         try:
             _, conn = await asyncio.wait_for(
-                loop.create_connection(lambda: _ClientConnection(limits), self.host, self.port),
+                loop.create_connection(
+                    lambda: _ClientConnection(limits),
+                    self.host,
+                    self.port,
+                    ssl=self.ssl,
+                    server_hostname=self.host if self.ssl else None,
+                ),
                 limits.connect_timeout_s,
             )
         except asyncio.TimeoutError:
             raise UpstreamTimeout(
-                f"no connection to the model server at {self.host}:{self.port} "
-                f"within {limits.connect_timeout_s:g} s"
+                f"no connection to {self.host}:{self.port} within {limits.connect_timeout_s:g} s"
             ) from None
-        except OSError as exc:
-            reason = exc.strerror or str(exc)
-            raise UpstreamUnavailable(
-                f"cannot connect to the model server at {self.host}:{self.port}: {reason}"
-            ) from None
+        except (OSError, ssl.SSLError) as exc:
+            reason = getattr(exc, "strerror", None) or str(exc)
+            raise UpstreamUnavailable(f"cannot connect to {self.host}:{self.port}: {reason}") from None
         self.connections_opened += 1
         return conn
 

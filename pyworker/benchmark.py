@@ -1,0 +1,154 @@
+"""Measuring the model's throughput (workload units per second) once it has loaded.
+
+One untimed warm-up request, then `runs` rounds of `concurrency` requests
+sent together. A round's throughput is the workload of its successful
+requests over the time until the last of their bodies ended (streams
+included); the result is the best round. Failed requests count for nothing,
+and a benchmark where none succeeds is an error, never a zero.
+
+The result is kept in a file under a key made of everything that could
+change it, so a restart skips the benchmark but a different model or
+worker configuration measures afresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .data_types import ApiPayload, EndpointHandler
+from .http import ConnectionPool, UpstreamError
+
+log = logging.getLogger("pyworker.benchmark")
+
+
+class BenchmarkFailed(Exception):
+    """No benchmark request succeeded."""
+
+
+@dataclass(frozen=True, slots=True)
+class RoundResult:
+    workload: float
+    seconds: float
+    succeeded: int
+    failed: int
+
+    @property
+    def throughput(self) -> float:
+        return self.workload / self.seconds if self.seconds > 0 and self.succeeded else 0.0
+
+
+def best_throughput(rounds: list[RoundResult]) -> float:
+    """The best round's throughput; `BenchmarkFailed` when no request succeeded at all."""
+    if not any(r.succeeded for r in rounds):
+        raise BenchmarkFailed("no benchmark request succeeded")
+    return max(r.throughput for r in rounds)
+
+
+class Benchmark:
+    def __init__(
+        self,
+        session: ConnectionPool,
+        handler: EndpointHandler[Any],
+        runs: int,
+        concurrency: int,
+    ) -> None:
+        self.session = session
+        self.handler = handler
+        self.runs = max(1, runs)
+        self.concurrency = max(1, concurrency)
+        self.last_error = ""
+
+    async def _one(self, payload: ApiPayload) -> bool:
+        body = json.dumps(self.handler.generate_payload_json(payload)).encode("utf-8")
+        try:
+            async with await self.session.request(
+                "POST", self.handler.endpoint, body=body, content_type="application/json"
+            ) as res:
+                async for _ in res.iter_chunks():
+                    pass  # the clock stops when the whole body has arrived, not the head
+                if res.status >= 300:
+                    self.last_error = f"model server answered {res.status}"
+                    return False
+                return True
+        except UpstreamError as exc:
+            self.last_error = str(exc)
+            return False
+
+    async def _round(self) -> RoundResult:
+        payloads = [self.handler.make_benchmark_payload() for _ in range(self.concurrency)]
+        workloads = await asyncio.to_thread(lambda: [float(p.count_workload()) for p in payloads])
+        start = time.monotonic()
+        results = await asyncio.gather(*(self._one(p) for p in payloads))
+        seconds = time.monotonic() - start
+        done = sum(w for w, ok in zip(workloads, results) if ok)
+        succeeded = sum(results)
+        return RoundResult(done, seconds, succeeded, len(results) - succeeded)
+
+    async def run(self) -> float:
+        """The model's throughput; raises `BenchmarkFailed`."""
+        log.info(
+            "benchmark: %s, %d rounds of %d concurrent requests", self.handler.endpoint, self.runs, self.concurrency
+        )
+        await self._one(self.handler.make_benchmark_payload())  # warm-up, not timed
+        rounds: list[RoundResult] = []
+        for i in range(self.runs):
+            result = await self._round()
+            rounds.append(result)
+            log.info(
+                "benchmark round %d/%d: %.1f workload/s (%d ok, %d failed, %.2f s)",
+                i + 1,
+                self.runs,
+                result.throughput,
+                result.succeeded,
+                result.failed,
+                result.seconds,
+            )
+        try:
+            return best_throughput(rounds)
+        except BenchmarkFailed:
+            raise BenchmarkFailed(f"no benchmark request succeeded: {self.last_error}") from None
+
+
+def benchmark_key(**facts: object) -> str:
+    """A short stable digest of everything that could change the result."""
+    text = json.dumps(facts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
+
+
+class BenchmarkStore:
+    """Results kept in one JSON file, by key."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.path.read_text())
+        except (FileNotFoundError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def get(self, key: str) -> float | None:
+        entry = self._read().get(key)
+        if isinstance(entry, dict) and isinstance(entry.get("max_perf"), (int, float)) and entry["max_perf"] > 0:
+            return float(entry["max_perf"])
+        return None
+
+    def put(self, key: str, max_perf: float, facts: dict[str, object]) -> None:
+        data = self._read()
+        data[key] = {"max_perf": max_perf, "measured_at": time.time(), "facts": facts}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_suffix(f".tmp{os.getpid()}")
+            tmp.write_text(json.dumps(data, indent=1, default=str))
+            tmp.replace(self.path)
+        except OSError as exc:
+            log.warning("cannot keep the benchmark result in %s: %s", self.path, exc)

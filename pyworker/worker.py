@@ -1,0 +1,267 @@
+"""`Worker`: the HTTP server, the backend and everything around them, started
+and stopped together.
+
+Around the request path it runs: the public-key fetch (signatures), the model
+log follower (loaded / error / info lines), the benchmark after the model
+loads, the healthcheck, and the two report loops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import ssl
+from pathlib import Path
+from typing import Any, Coroutine, Iterable
+
+from ._version import __version__
+from .auth import KeyFormatError, RSAPublicKey, Scheme, SignatureChecker
+from .backend import Backend, LogAction
+from .benchmark import Benchmark, BenchmarkFailed, BenchmarkStore, benchmark_key
+from .config import ConfigError, WorkerConfig
+from .health import HealthMonitor
+from .http import ClientLimits, ConnectionPool, HTTPServer, Route
+from .logtail import LogTailer
+from .reports import Autoscaler, Identity, Reporter
+from .status import Phase, WorkerStatus
+
+log = logging.getLogger("pyworker")
+
+KEY_RETRY_MAX_S = 60.0
+BENCHMARK_RETRY_S = 30.0
+FINAL_REPORT_S = 5.0
+
+
+def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"USE_SSL=true but the certificate {cert} and key {key} cannot be loaded: {exc}") from None
+    return context
+
+
+class Worker:
+    """One worker process's moving parts."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        routes: Iterable[Route],
+        config: WorkerConfig,
+        name: str = "",
+    ) -> None:
+        self.backend = backend
+        self.config = config
+        self.name = name
+        self.status = WorkerStatus()
+        self.server = HTTPServer(routes, config.server_limits)
+        self.autoscaler = Autoscaler(config.reports.addrs) if config.reports.addrs else None
+        self.reporter: Reporter | None = None
+        self.health: HealthMonitor | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        self._loaded = False
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.append(task)
+
+    def start_reports(self) -> None:
+        """Start reporting; done first, so that even a failed start is reported."""
+        if self.autoscaler is None or self.reporter is not None:
+            return
+        reports = self.config.reports
+        identity = Identity(reports.worker_id, reports.master_token, reports.public_url or "", __version__)
+        self.reporter = Reporter(
+            self.autoscaler, identity, lambda: self.backend.metrics, self.status, lambda: self.backend.queue.load
+        )
+        self._spawn(self.reporter.run_status(), "report status")
+        self._spawn(self.reporter.run_finished(), "report finished requests")
+
+    async def start(self) -> None:
+        """Start everything; a `ConfigError` is also set as the reported error."""
+        self.start_reports()
+        try:
+            await self._start()
+        except ConfigError as exc:
+            if self.autoscaler is not None:
+                self.status.set_error("start", str(exc))
+            raise
+
+    async def _start(self) -> None:
+        config = self.config
+        backend = self.backend
+        backend.configure(
+            model_server_url=config.model_server_url,
+            model_log_file=config.model_log,
+            client_limits=config.client_limits,
+        )
+        if config.unsecured:
+            log.warning("UNSECURED=true: requests are NOT checked for the autoscaler's signature")
+            backend.signatures = None
+        else:
+            own_url = config.reports.public_url if config.check_url else None
+            backend.signatures = SignatureChecker([Scheme(s) for s in config.signature_schemes], own_url=own_url)
+            self._spawn(self._fetch_key(backend.signatures), "fetch public key")
+        ssl_context = server_ssl_context(config.ssl_cert, config.ssl_key) if config.use_ssl else None
+        try:
+            await self.server.start(config.host, config.port, ssl_context)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from None
+        log.info(
+            "pyworker %s listening on %s://%s:%d, model server %s, routes %s",
+            self.name or "worker",
+            "https" if ssl_context else "http",
+            config.host,
+            self.port,
+            backend.model_server_url,
+            " ".join(self.server.router.paths),
+        )
+        assert backend.model_log_file is not None
+        self._spawn(self._follow_log(backend.model_log_file), "follow model log")
+
+    async def stop(self) -> None:
+        """Stop accepting, give requests in progress the grace period, report once more."""
+        log.info("shutting down: waiting up to %g s for requests in progress", self.config.shutdown_grace_s)
+        await self.server.shutdown(self.config.shutdown_grace_s)
+        if self.reporter is not None:
+            try:
+                await asyncio.wait_for(self.reporter.final(), FINAL_REPORT_S)
+            except asyncio.TimeoutError:
+                log.warning("the final report did not get through in %g s", FINAL_REPORT_S)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.backend.session.close()
+        if self.health is not None:
+            self.health.session.close()
+        if self.autoscaler is not None:
+            self.autoscaler.close()
+        await asyncio.sleep(0)  # let the closed transports finish closing
+
+    # -- public key ------------------------------------------------------------
+
+    async def _fetch_key(self, checker: SignatureChecker) -> None:
+        if self.autoscaler is None:
+            return
+        delay = 1.0
+        while True:
+            text, problem = await self.autoscaler.get_text("/pubkey/")
+            if text:
+                try:
+                    checker.key = RSAPublicKey.from_pem(text)
+                except KeyFormatError as exc:
+                    problem = f"the key served is unusable: {exc}"
+                else:
+                    self.status.clear_error("public key")
+                    log.info("autoscaler public key loaded (%d bits)", checker.key.n.bit_length())
+                    return
+            self.status.set_error("public key", f"cannot fetch the autoscaler's public key: {problem}")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, KEY_RETRY_MAX_S)
+
+    # -- model log ---------------------------------------------------------------
+
+    async def _follow_log(self, path: str) -> None:
+        actions = self.backend.log_actions
+        async for line in LogTailer(path).lines():
+            for action, pattern in actions:
+                if pattern not in line:
+                    continue
+                if action is LogAction.ModelLoaded:
+                    if not self._loaded:
+                        self._loaded = True
+                        log.info("model loaded: %s", line.strip())
+                        self._spawn(self._after_loaded(), "benchmark")
+                elif action is LogAction.ModelError:
+                    self.status.set_error("model", line.strip())
+                else:
+                    log.info("model: %s", line.strip())
+                break
+
+    # -- benchmark and health --------------------------------------------------------
+
+    def _benchmark_facts(self) -> dict[str, object]:
+        handler = self.backend.benchmark_handler
+        assert handler is not None
+        return {
+            "worker": self.name,
+            "endpoint": handler.endpoint,
+            "payload": f"{handler.payload_cls().__module__}.{handler.payload_cls().__qualname__}",
+            "runs": handler.benchmark_runs,
+            "words": handler.benchmark_words,
+            "concurrency": self._benchmark_concurrency(),
+            "model_server": self.backend.model_server_url,
+            "model_name": self.config.model_name,
+            "tokenizer": os.environ.get("PYWORKER_TOKENIZER", ""),
+            "pyworker": __version__,
+        }
+
+    def _benchmark_concurrency(self) -> int:
+        if self.config.benchmark_concurrency:
+            return self.config.benchmark_concurrency
+        handler = self.backend.benchmark_handler
+        parallel = self.backend.allow_parallel_requests
+        if handler is not None and handler.allow_parallel_requests is not None:
+            parallel = handler.allow_parallel_requests
+        return 10 if parallel else 1
+
+    async def _measure(self) -> float:
+        """The model's throughput: from the store if known, else by benchmark (retried)."""
+        handler = self.backend.benchmark_handler
+        if handler is None:
+            log.warning("no benchmark_handler: throughput unknown, so no request is refused for queue time")
+            return 0.0
+        facts = self._benchmark_facts()
+        key = benchmark_key(**facts)
+        store = BenchmarkStore(Path(self.config.state_dir) / "benchmark.json")
+        known = await asyncio.to_thread(store.get, key)
+        if known is not None:
+            log.info("benchmark already measured for this model and configuration: %.1f workload/s", known)
+            return known
+        bench = Benchmark(self.backend.session, handler, handler.benchmark_runs, self._benchmark_concurrency())
+        while True:
+            try:
+                max_perf = await bench.run()
+            except BenchmarkFailed as exc:
+                self.status.set_error("benchmark", f"{exc}; trying again in {BENCHMARK_RETRY_S:g} s")
+                await asyncio.sleep(BENCHMARK_RETRY_S)
+                continue
+            self.status.clear_error("benchmark")
+            await asyncio.to_thread(store.put, key, max_perf, facts)
+            log.info("benchmark: %.1f workload/s", max_perf)
+            return max_perf
+
+    async def _after_loaded(self) -> None:
+        self.status.set_phase(Phase.BENCHMARKING)
+        max_perf = await self._measure()
+        self.backend.queue.max_perf = max_perf
+        self.status.max_perf = max_perf
+        path = self.backend.healthcheck_url
+        if path:
+            self.status.set_phase(Phase.WAITING_HEALTHY)
+            limits = ClientLimits(connect_timeout_s=10.0, read_timeout_s=10.0, max_idle_connections=1)
+            session = ConnectionPool(self.backend.model_server_url, limits)
+            self.health = HealthMonitor(session, path, self.status, self.config.health_interval_s)
+            self._spawn(self.health.run(), "healthcheck")
+            await self.health.healthy_once.wait()
+        self.status.set_phase(Phase.READY)
+
+
+async def report_until_stopped(worker: Worker, stop: asyncio.Event) -> None:
+    """A worker that could not start keeps telling the autoscaler why, until stopped."""
+    worker.start_reports()
+    await stop.wait()
+    if worker.reporter is not None:
+        try:
+            await asyncio.wait_for(worker.reporter.final(), FINAL_REPORT_S)
+        except asyncio.TimeoutError:
+            pass
+    for task in worker._tasks:
+        task.cancel()
+    await asyncio.gather(*worker._tasks, return_exceptions=True)
