@@ -9,7 +9,9 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+import time
+import urllib.request
+from typing import Any, Callable
 
 from pyworker.dev.ports import free_port, wait_port
 
@@ -77,11 +79,62 @@ class ModelProcess(Child):
             os.unlink(self.log)
 
 
-class WorkerProcess(Child):
-    """`python -m pyworker MODULE` on a free port."""
+class AutoscalerProcess(Child):
+    """The stand-in autoscaler on a port (a free one unless given), with a key in `key_path`."""
 
-    def __init__(self, module: str, model_url: str, model_log: str, env: dict[str, str] | None = None) -> None:
-        self.port = free_port()
+    def __init__(self, key_path: str, port: int | None = None, *extra: str) -> None:
+        self.port = port or free_port()
+        self.key_path = key_path
+        super().__init__(["-m", "pyworker.dev.autoscaler", "--port", str(self.port), "--key", key_path, *extra])
+        wait_port(self.port, proc=self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str) -> Any:
+        with urllib.request.urlopen(self.url + path, timeout=10) as res:
+            return json.loads(res.read())
+
+    def route(self, cost: float = 10, endpoint: str = "test") -> dict[str, Any]:
+        data = json.dumps({"endpoint": endpoint, "api_key": "k", "cost": cost}).encode()
+        req = urllib.request.Request(self.url + "/route/", data=data, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as res:
+            auth: dict[str, Any] = json.loads(res.read())
+            return auth
+
+    def worker(self, worker_id: int) -> dict[str, Any] | None:
+        for status in self.get("/status")["workers"]:
+            if status["id"] == worker_id:
+                found: dict[str, Any] = status
+                return found
+        return None
+
+
+def wait_for(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = "condition") -> Any:
+    """Poll `predicate` until it returns something true; that value is returned."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+class WorkerProcess(Child):
+    """`python -m pyworker MODULE` on a free port (signatures off, no reports, unless `env` says)."""
+
+    def __init__(
+        self,
+        module: str,
+        model_url: str,
+        model_log: str,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
         base = {
             "WORKER_PORT": str(self.port),
             "WORKER_HOST": "127.0.0.1",
@@ -93,7 +146,22 @@ class WorkerProcess(Child):
         }
         base.update(env or {})
         super().__init__(["-m", "pyworker", module], base)
-        wait_port(self.port, proc=self.proc)
+        if wait:
+            wait_port(self.port, proc=self.proc)
+
+    @staticmethod
+    def reporting_to(autoscaler: AutoscalerProcess, worker_id: int, state_dir: str, port: int) -> dict[str, str]:
+        """The environment of a worker in production: signatures on, reports to `autoscaler`."""
+        return {
+            "WORKER_PORT": str(port),
+            "UNSECURED": "false",
+            "REPORT_ADDR": autoscaler.url,
+            "CONTAINER_ID": str(worker_id),
+            "PUBLIC_IPADDR": "127.0.0.1",
+            f"VAST_TCP_PORT_{port}": str(port),
+            "PYWORKER_STATE_DIR": state_dir,
+            "PYWORKER_LOG_LEVEL": "INFO",
+        }
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
