@@ -12,7 +12,7 @@ import asyncio
 import logging
 import os
 from dataclasses import dataclass
-from typing import AsyncIterator
+from typing import AsyncGenerator
 
 log = logging.getLogger("pyworker.logtail")
 
@@ -79,13 +79,14 @@ class LogTailer:
     def _split(self, chunk: bytes) -> list[bytes]:
         data = self._partial + chunk
         *complete, rest = data.split(b"\n")
+        complete = [line[:MAX_LINE_BYTES] for line in complete]
         if len(rest) > MAX_LINE_BYTES:
             complete.append(rest[:MAX_LINE_BYTES])
             rest = b""
         self._partial = rest
         return complete
 
-    async def lines(self) -> AsyncIterator[str]:
+    async def lines(self) -> AsyncGenerator[str, None]:
         """Each new line, decoded (bad UTF-8 replaced), without its line ending."""
         while True:
             raw_lines = await asyncio.to_thread(self._read_new)
