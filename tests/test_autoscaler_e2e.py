@@ -165,6 +165,31 @@ class ModelErrors(unittest.TestCase):
                     child.stop()
 
 
+class Restarts(unittest.TestCase):
+    def test_loaded_line_twice_benchmarks_once_and_a_restart_reuses_the_result(self) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            autoscaler = AutoscalerProcess(os.path.join(tmp, "key.json"))
+            model = ModelProcess()
+            port = free_port()
+            env = WorkerProcess.reporting_to(autoscaler, 8, tmp, port)
+            worker = WorkerProcess("workers.hello_world", model.url, model.log, env, port=port)
+            try:
+                first = wait_for(lambda: (lambda s: s if s and s["ready"] else None)(autoscaler.worker(8)), 60, "ready")
+                with open(model.log, "a") as log:
+                    log.write("infer server has started\n")
+                time.sleep(1.0)
+                self.assertEqual(worker.output().count("benchmark round 1/"), 1, "one benchmark")
+                worker.stop()
+                worker = WorkerProcess("workers.hello_world", model.url, model.log, env, port=port)
+                wait_for(lambda: "worker ready" in worker.output(), 30, "the restarted worker to be ready")
+                self.assertIn("already measured", worker.output())
+                self.assertNotIn("benchmark round", worker.output())
+                wait_for(lambda: (autoscaler.worker(8) or {}).get("max_perf") == first["max_perf"], 10, "the same max_perf")
+            finally:
+                for child in (worker, model, autoscaler):
+                    child.stop()
+
+
 class StartFailures(unittest.TestCase):
     def test_worker_that_cannot_listen_keeps_reporting_why_and_stops_on_sigterm(self) -> None:
         with tempfile.TemporaryDirectory() as tmp, socket.socket() as taken:
