@@ -1,94 +1,173 @@
-"""`python -m pyworker.dev WORKER_MODULE`: the whole stack on this machine.
+"""`python -m pyworker.dev [WORKER_MODULE] [--workers N]`: the whole stack on this machine.
 
-Starts the stand-in model server and the worker in front of it, waits until
-both answer, prints where they listen and a request to try, and runs until
-Ctrl-C, which stops everything it started.
+Starts the stand-in autoscaler, then N pairs of stand-in model server and
+worker, with signatures on: each worker fetches the autoscaler's key, checks
+every request's signature and reports to it, as on the platform. Waits until
+every worker reports itself ready (benchmark included), prints where
+everything listens and what the workers report, and runs until Ctrl-C, which
+stops everything it started. Output of each process goes to a log file in
+the run's folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
 
 from .ports import free_port, wait_port
-from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+READY_TIMEOUT_S = 120.0
+
+
+class Stack:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = str(ROOT) + os.pathsep + self.env.get("PYTHONPATH", "")
+
+    def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        out = open(self.workdir / f"{name}.log", "wb")
+        proc = subprocess.Popen([sys.executable, *args], env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+        self.procs.append((name, proc))
+        return proc
+
+    def dead(self) -> tuple[str, int] | None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                return name, proc.returncode
+        return None
+
+    def stop(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.terminate()
+        for _, proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def autoscaler_status(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url + "/status", timeout=5) as res:
+        status: dict[str, Any] = json.loads(res.read())
+        return status
+
+
+def describe(worker: dict[str, Any]) -> str:
+    if worker.get("error_msg"):
+        state = f"error: {worker['error_msg']}"
+    elif worker.get("ready"):
+        state = f"ready, max_perf {worker.get('max_perf', 0):.0f} workload/s"
+    else:
+        state = "loading"
+    return f"worker {worker['id']}  {worker.get('url')}  {state}"
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pyworker.dev", description=__doc__.split("\n\n")[0])
     parser.add_argument("module", nargs="?", default="workers.hello_world", help="worker module (default: %(default)s)")
-    parser.add_argument("--worker-port", type=int, default=3000)
-    parser.add_argument("--model-port", type=int, default=0, help="stand-in model port (default: a free one)")
-    parser.add_argument("--token-delay", type=float, default=0.005, help="stand-in model: seconds per token")
+    parser.add_argument("--workers", type=int, default=1, help="model+worker pairs to start (default: %(default)s)")
+    parser.add_argument("--worker-port", type=int, default=3000, help="first worker's port; the next ones follow (0: any free)")
+    parser.add_argument("--autoscaler-port", type=int, default=8081, help="(0: any free port)")
+    parser.add_argument("--token-delay", type=float, default=0.002, help="stand-in model: seconds per token")
+    parser.add_argument("--load-time", type=float, default=1.0, help="stand-in model: seconds before it says it loaded")
     args = parser.parse_args(argv)
+    if args.workers < 1:
+        parser.error("--workers must be at least 1")
 
     workdir = Path(tempfile.mkdtemp(prefix="pyworker-dev-"))
-    model_log = workdir / "model.log"
-    model_port = args.model_port or free_port()
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    procs: list[subprocess.Popen[bytes]] = []
-
-    def start(cmd: list[str], extra_env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
-        out = open(workdir / f"{name}.out", "wb")
-        proc = subprocess.Popen([sys.executable, *cmd], env={**env, **extra_env}, stdout=out, stderr=subprocess.STDOUT)
-        procs.append(proc)
-        return proc
-
+    stack = Stack(workdir)
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    scaler_port = args.autoscaler_port or free_port()
+    scaler_url = f"http://127.0.0.1:{scaler_port}"
     try:
-        model = start(
-            ["-m", "pyworker.dev.model", "--port", str(model_port), "--log", str(model_log), "--token-delay", str(args.token_delay)],
-            {},
-            "model",
-        )
-        wait_port(model_port, 30, model, "the stand-in model")
-        worker = start(
-            ["-m", "pyworker", args.module],
-            {
-                "WORKER_PORT": str(args.worker_port),
-                "WORKER_HOST": "127.0.0.1",
-                "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
-                "MODEL_LOG": str(model_log),
-                "UNSECURED": "true",
-                "REPORT_ADDR": "off",
-            },
-            "worker",
-        )
-        wait_port(args.worker_port, 30, worker, f"the worker (see {workdir / 'worker.out'})")
-        payload = '{"auth_data":{"cost":"1","endpoint":"dev","reqnum":1,"request_idx":1,"signature":"","url":""},"payload":{"prompt":"Hello","max_response_tokens":8}}'
+        scaler = stack.start("autoscaler", ["-m", "pyworker.dev.autoscaler", "--port", str(scaler_port)])
+        wait_port(scaler_port, 60, scaler, "the stand-in autoscaler")  # the first run makes its key
+        for i in range(args.workers):
+            model_port = free_port()
+            worker_port = args.worker_port + i if args.worker_port else free_port()
+            model_log = workdir / f"model-{i}.stdout.log"
+            stack.start(
+                f"model-{i}",
+                ["-m", "pyworker.dev.model", "--port", str(model_port), "--log", str(model_log),
+                 "--token-delay", str(args.token_delay), "--load-time", str(args.load_time)],
+            )
+            stack.start(
+                f"worker-{i}",
+                ["-m", "pyworker", args.module],
+                {
+                    "WORKER_PORT": str(worker_port),
+                    "WORKER_HOST": "127.0.0.1",
+                    "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
+                    "MODEL_LOG": str(model_log),
+                    "REPORT_ADDR": scaler_url,
+                    "CONTAINER_ID": str(i + 1),
+                    "PUBLIC_IPADDR": "127.0.0.1",
+                    f"VAST_TCP_PORT_{worker_port}": str(worker_port),
+                    "PYWORKER_STATE_DIR": str(workdir / f"state-{i}"),
+                },
+            )
+        print(f"stand-in autoscaler  {scaler_url}  (signs routes; GET /status shows what it knows)")
+        print(f"logs                 {workdir}")
+        print(f"waiting for {args.workers} worker(s) to load, benchmark and report ready ...", flush=True)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        shown: dict[int, str] = {}
+        while True:
+            dead = stack.dead()
+            if dead is not None:
+                raise SystemExit(f"pyworker.dev: {dead[0]} exited with status {dead[1]}; see {workdir / dead[0]}.log")
+            try:
+                workers = autoscaler_status(scaler_url)["workers"]
+            except (OSError, urllib.error.URLError, ValueError):
+                workers = []
+            for w in workers:
+                line = describe(w)
+                if shown.get(w["id"]) != line:
+                    print("  " + line, flush=True)
+                    shown[w["id"]] = line
+            if len(workers) == args.workers and all(w.get("ready") for w in workers):
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"pyworker.dev: workers not ready after {READY_TIMEOUT_S:g} s; see {workdir}")
+            time.sleep(0.25)
+        where = "-l" if scaler_port == 8081 else f"--autoscaler {scaler_url}"
         print(
-            f"stand-in model  http://127.0.0.1:{model_port}  (log {model_log})\n"
-            f"worker          http://127.0.0.1:{args.worker_port}  ({args.module}, signatures off)\n"
-            f"output          {workdir}\n\n"
-            f"try:\n  curl -s http://127.0.0.1:{args.worker_port}/generate -d '{payload}'\n"
-            f"  curl -sN http://127.0.0.1:{args.worker_port}/generate_stream -d '{payload}'\n\n"
+            f"\nall {args.workers} worker(s) ready. Try:\n"
+            f"  python scripts/loadtest.py -n 200 -rps 20 {where}\n"
+            f"  python scripts/loadtest.py -n 20 -rps 2 {where} --route /generate_stream --stream\n"
             "Ctrl-C stops everything.",
             flush=True,
         )
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while all(p.poll() is None for p in procs):
-            time.sleep(0.2)
-        dead = next(i for i, p in enumerate(procs) if p.poll() is not None)
-        name = ("the stand-in model", "the worker")[dead]
-        print(f"pyworker.dev: {name} exited with status {procs[dead].returncode}; see {workdir}", file=sys.stderr)
+        while True:
+            dead = stack.dead()
+            if dead is not None:
+                raise SystemExit(f"pyworker.dev: {dead[0]} exited with status {dead[1]}; see {workdir / dead[0]}.log")
+            try:
+                for w in autoscaler_status(scaler_url)["workers"]:
+                    line = describe(w)
+                    if shown.get(w["id"]) != line:
+                        print("  " + line, flush=True)
+                        shown[w["id"]] = line
+            except (OSError, urllib.error.URLError, ValueError):
+                pass
+            time.sleep(1.0)
     except KeyboardInterrupt:
         print("\nstopping", flush=True)
     finally:
-        for proc in reversed(procs):
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stack.stop()
 
 
 if __name__ == "__main__":
