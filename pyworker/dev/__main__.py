@@ -50,6 +50,8 @@ class Stack:
         return None
 
     def stop(self) -> None:
+        # A second Ctrl-C must not leave children behind half-stopped.
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         for _, proc in reversed(self.procs):
             if proc.poll() is None:
                 proc.terminate()
