@@ -92,7 +92,10 @@ def main(argv: list[str] | None = None) -> None:
 
     workdir = Path(tempfile.mkdtemp(prefix="pyworker-dev-"))
     stack = Stack(workdir)
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C and SIGTERM both stop the stack, even when started from a shell
+    # that set SIGINT to be ignored (as non-interactive shells do for `&`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     scaler_port = args.autoscaler_port or free_port()
     scaler_url = f"http://127.0.0.1:{scaler_port}"
     try:
