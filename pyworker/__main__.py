@@ -8,6 +8,7 @@ import sys
 from types import ModuleType
 
 from .backend import Backend
+from .config import ConfigError
 from .server import start_server
 
 
@@ -34,6 +35,9 @@ def main(argv: list[str] | None = None) -> None:
         module = load_worker(args.module)
     except ModuleNotFoundError as exc:
         print(f"pyworker: cannot import worker module {args.module!r}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ConfigError as exc:  # a worker module reads its own settings when imported
+        print(f"pyworker: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     backend = getattr(module, "backend", None)
     routes = getattr(module, "routes", None)

@@ -28,6 +28,9 @@ from .http import ConnectionPool, UpstreamError
 
 log = logging.getLogger("pyworker.benchmark")
 
+# How long the warm-up request may keep failing before the rounds start anyway.
+WARMUP_PATIENCE_S = 60.0
+
 
 class BenchmarkFailed(Exception):
     """No benchmark request succeeded."""
@@ -92,12 +95,26 @@ class Benchmark:
         succeeded = sum(results)
         return RoundResult(done, seconds, succeeded, len(results) - succeeded)
 
+    async def _warm_up(self) -> None:
+        """One untimed request; retried for a while, as a model may log "loaded"
+        a moment before it accepts connections."""
+        deadline = time.monotonic() + WARMUP_PATIENCE_S
+        delay = 0.25
+        while not await self._one(self.handler.make_benchmark_payload()):
+            if delay == 0.25:
+                log.info("benchmark warm-up: %s; trying again for up to %g s", self.last_error, WARMUP_PATIENCE_S)
+            if time.monotonic() + delay > deadline:
+                log.warning("benchmark warm-up failed (%s); measuring anyway", self.last_error)
+                return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
     async def run(self) -> float:
         """The model's throughput; raises `BenchmarkFailed`."""
         log.info(
             "benchmark: %s, %d rounds of %d concurrent requests", self.handler.endpoint, self.runs, self.concurrency
         )
-        await self._one(self.handler.make_benchmark_payload())  # warm-up, not timed
+        await self._warm_up()
         rounds: list[RoundResult] = []
         for i in range(self.runs):
             result = await self._round()
