@@ -86,9 +86,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--autoscaler-port", type=int, default=8081, help="(0: any free port)")
     parser.add_argument("--token-delay", type=float, default=0.002, help="stand-in model: seconds per token")
     parser.add_argument("--load-time", type=float, default=1.0, help="stand-in model: seconds before it says it loaded")
+    parser.add_argument("--model-server", metavar="URL", help="a real model server to use instead of the stand-in")
+    parser.add_argument("--model-log", metavar="FILE", help="that server's log file (with --model-server)")
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
+    if bool(args.model_server) != bool(args.model_log):
+        parser.error("--model-server and --model-log go together")
+    if args.model_server and args.workers != 1:
+        parser.error("--model-server runs one worker in front of it")
 
     workdir = Path(tempfile.mkdtemp(prefix="pyworker-dev-"))
     stack = Stack(workdir)
@@ -102,21 +108,24 @@ def main(argv: list[str] | None = None) -> None:
         scaler = stack.start("autoscaler", ["-m", "pyworker.dev.autoscaler", "--port", str(scaler_port)])
         wait_port(scaler_port, 60, scaler, "the stand-in autoscaler")  # the first run makes its key
         for i in range(args.workers):
-            model_port = free_port()
             worker_port = args.worker_port + i if args.worker_port else free_port()
-            model_log = workdir / f"model-{i}.stdout.log"
-            stack.start(
-                f"model-{i}",
-                ["-m", "pyworker.dev.model", "--port", str(model_port), "--log", str(model_log),
-                 "--token-delay", str(args.token_delay), "--load-time", str(args.load_time)],
-            )
+            if args.model_server:
+                model_url, model_log = args.model_server, Path(args.model_log)
+            else:
+                model_port = free_port()
+                model_url, model_log = f"http://127.0.0.1:{model_port}", workdir / f"model-{i}.stdout.log"
+                stack.start(
+                    f"model-{i}",
+                    ["-m", "pyworker.dev.model", "--port", str(model_port), "--log", str(model_log),
+                     "--token-delay", str(args.token_delay), "--load-time", str(args.load_time)],
+                )
             stack.start(
                 f"worker-{i}",
                 ["-m", "pyworker", args.module],
                 {
                     "WORKER_PORT": str(worker_port),
                     "WORKER_HOST": "127.0.0.1",
-                    "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
+                    "MODEL_SERVER_URL": model_url,
                     "MODEL_LOG": str(model_log),
                     "REPORT_ADDR": scaler_url,
                     "CONTAINER_ID": str(i + 1),
