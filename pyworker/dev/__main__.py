@@ -158,13 +158,12 @@ def main(argv: list[str] | None = None) -> None:
                 raise SystemExit(f"pyworker.dev: workers not ready after {READY_TIMEOUT_S:g} s; see {workdir}")
             time.sleep(0.25)
         where = "-l" if scaler_port == 8081 else f"--autoscaler {scaler_url}"
-        print(
-            f"\nall {args.workers} worker(s) ready. Try:\n"
-            f"  python scripts/loadtest.py -n 200 -rps 20 {where}\n"
-            f"  python scripts/loadtest.py -n 20 -rps 2 {where} --route /generate_stream --stream\n"
-            "Ctrl-C stops everything.",
-            flush=True,
-        )
+        if args.module != "workers.hello_world":
+            where += f" --worker {args.module}"
+        hints = [f"  python scripts/loadtest.py -n 200 -rps 20 {where}"]
+        if args.module == "workers.hello_world":
+            hints.append(f"  python scripts/loadtest.py -n 20 -rps 2 {where} --route /generate_stream --stream")
+        print(f"\nall {args.workers} worker(s) ready. Try:\n" + "\n".join(hints) + "\nCtrl-C stops everything.", flush=True)
         while True:
             dead = stack.dead()
             if dead is not None:

@@ -15,8 +15,10 @@ WORKER_ENDPOINT = "/v1/completions"
 
 
 def make_payload() -> CompletionPayload:
-    """A completion of a 100-word prompt, `OPENAI_LOADTEST_MAX_TOKENS` (64) tokens long."""
-    return CompletionPayload.benchmark(100, int(os.environ.get("OPENAI_LOADTEST_MAX_TOKENS", "64")))
+    """A completion of a 100-word prompt, `OPENAI_LOADTEST_MAX_TOKENS` (64) tokens long,
+    streamed when `OPENAI_LOADTEST_STREAM=true` (then use the load test's --stream)."""
+    extra = {"stream": True} if os.environ.get("OPENAI_LOADTEST_STREAM", "").lower() == "true" else {}
+    return CompletionPayload.benchmark(100, int(os.environ.get("OPENAI_LOADTEST_MAX_TOKENS", "64")), extra)
 
 
 if __name__ == "__main__":
