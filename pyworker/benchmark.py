@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .data_types import ApiPayload, EndpointHandler
-from .http import ConnectionPool, UpstreamError
+from .http import ConnectionPool, UpstreamError, UpstreamUnavailable
 
 log = logging.getLogger("pyworker.benchmark")
 
@@ -68,9 +68,11 @@ class Benchmark:
         self.runs = max(1, runs)
         self.concurrency = max(1, concurrency)
         self.last_error = ""
+        self.last_unreachable = False  # the last failure was a refused connection
 
     async def _one(self, payload: ApiPayload) -> bool:
         body = json.dumps(self.handler.generate_payload_json(payload)).encode("utf-8")
+        self.last_unreachable = False
         try:
             async with await self.session.request(
                 "POST", self.handler.endpoint, body=body, content_type="application/json"
@@ -83,6 +85,7 @@ class Benchmark:
                 return True
         except UpstreamError as exc:
             self.last_error = str(exc)
+            self.last_unreachable = isinstance(exc, UpstreamUnavailable)
             return False
 
     async def _round(self) -> RoundResult:
@@ -96,16 +99,15 @@ class Benchmark:
         return RoundResult(done, seconds, succeeded, len(results) - succeeded)
 
     async def _warm_up(self) -> None:
-        """One untimed request; retried for a while, as a model may log "loaded"
-        a moment before it accepts connections."""
+        """One untimed request. While the connection is refused it is tried
+        again for a while: a model may log "loaded" a moment before it listens."""
         deadline = time.monotonic() + WARMUP_PATIENCE_S
         delay = 0.25
         while not await self._one(self.handler.make_benchmark_payload()):
-            if delay == 0.25:
-                log.info("benchmark warm-up: %s; trying again for up to %g s", self.last_error, WARMUP_PATIENCE_S)
-            if time.monotonic() + delay > deadline:
+            if not self.last_unreachable or time.monotonic() + delay > deadline:
                 log.warning("benchmark warm-up failed (%s); measuring anyway", self.last_error)
                 return
+            log.info("benchmark warm-up: %s; trying again in %g s", self.last_error, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import tempfile
 import unittest
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from pyworker.benchmark import Benchmark, BenchmarkFailed, BenchmarkStore, RoundResult, benchmark_key, best_throughput
 from pyworker.dev.model import ModelSettings, StandInModel
+from pyworker.dev.ports import free_port
 from pyworker.http import ConnectionPool, HTTPServer, Request, Response, get, json_response, post
 from workers.hello_world.server import GenerateHandler, GenerateStreamHandler
 
@@ -50,6 +52,25 @@ class AgainstAModel(unittest.IsolatedAsyncioTestCase):
         pool = await self.serve(ModelSettings(tokens=5, token_delay_s=0.002))
         bench = Benchmark(pool, GenerateHandler(benchmark_runs=3, benchmark_words=50), runs=3, concurrency=4)
         self.assertGreater(await bench.run(), 0)
+
+    async def test_warm_up_waits_for_a_model_that_logs_loaded_before_it_listens(self) -> None:
+        port = free_port()
+        model = StandInModel(ModelSettings(tokens=2), None)
+        server = HTTPServer([post("/generate", model.generate)])
+
+        async def listen_later() -> None:
+            await asyncio.sleep(0.6)
+            await server.start("127.0.0.1", port)
+
+        starting = asyncio.create_task(listen_later())
+        pool = ConnectionPool(f"http://127.0.0.1:{port}")
+        self.addCleanup(pool.close)
+        bench = Benchmark(pool, GenerateHandler(benchmark_words=10), runs=1, concurrency=2)
+        with self.assertLogs("pyworker.benchmark", "INFO") as logs:
+            self.assertGreater(await bench.run(), 0)
+        await starting
+        await server.shutdown(0.1)
+        self.assertTrue(any("trying again" in line for line in logs.output))
 
     async def test_a_model_that_only_fails_is_an_error_naming_why(self) -> None:
         async def broken(_: Request) -> Response:
