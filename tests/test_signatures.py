@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import subprocess
@@ -16,6 +17,12 @@ from pyworker.auth import der
 from pyworker.dev.rsa_keys import RSAKeyPair, public_pem
 
 SHA1_DIGEST_INFO = bytes.fromhex("3021300906052b0e03021a05000414")
+
+
+@functools.lru_cache(maxsize=None)
+def key_pair(name: str, bits: int = 2048, e: int = 65537) -> RSAKeyPair:
+    """One generated pair per name for the whole module: generating costs about half a second."""
+    return RSAKeyPair.generate(bits, e)
 
 
 def openssl(*args: str, stdin: bytes | None = None) -> bytes:
@@ -62,7 +69,7 @@ class OpenSSLKeys(unittest.TestCase):
         self.assertFalse(key.verify(message, signature[:-1]))
 
     def test_our_pem_is_read_by_openssl(self) -> None:
-        ours = RSAKeyPair.generate(1024)
+        ours = key_pair("small", 1024)
         text = openssl("pkey", "-pubin", "-noout", "-text", stdin=ours.public_pem().encode())
         self.assertIn(b"1024 bit", text)
 
@@ -73,8 +80,8 @@ class Verifier(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.pair = RSAKeyPair.generate(2048)
-        cls.other = RSAKeyPair.generate(2048)
+        cls.pair = key_pair("main")
+        cls.other = key_pair("other")
 
     def raw_sign(self, block: bytes, pair: RSAKeyPair | None = None) -> bytes:
         """The private-key operation on an arbitrary block (to forge bad paddings)."""
@@ -98,7 +105,7 @@ class Verifier(unittest.TestCase):
     def test_garbage_after_the_hash_fails_even_with_exponent_3(self) -> None:
         # Bleichenbacher's 2006 forgery relies on a verifier that parses the
         # opened block and ignores bytes after the hash. Ours compares it whole.
-        weak = RSAKeyPair.generate(2048, e=3)
+        weak = key_pair("weak", 2048, 3)
         k = weak.public.size_bytes
         t = bytes.fromhex("3031300d060960864801650304020105000420") + hashlib.sha256(b"m").digest()
         short_padding = b"\x00\x01" + b"\xff" * 8 + b"\x00" + t
@@ -113,7 +120,7 @@ class Verifier(unittest.TestCase):
 
 class PemAndDer(unittest.TestCase):
     def test_malformed_pem_is_refused_with_a_reason(self) -> None:
-        pair = RSAKeyPair.generate(1024)
+        pair = key_pair("small", 1024)
         good = pair.public_pem()
         cases = {
             "no block": "hello",
@@ -126,7 +133,7 @@ class PemAndDer(unittest.TestCase):
                 RSAPublicKey.from_pem(text)
 
     def test_pkcs1_and_spki_encodings_agree(self) -> None:
-        pair = RSAKeyPair.generate(1024)
+        pair = key_pair("small", 1024)
         self.assertEqual(RSAPublicKey.from_pem(public_pem(pair.public, pkcs1=True)), pair.public)
 
     def test_der_reader_refuses_non_der_forms(self) -> None:
@@ -164,7 +171,7 @@ class Schemes(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.pair = RSAKeyPair.generate(2048)
+        cls.pair = key_pair("main")
 
     def checker(self, *schemes: Scheme, own_url: str | None = None) -> SignatureChecker:
         checker = SignatureChecker(schemes or (Scheme.URL,), own_url=own_url)
