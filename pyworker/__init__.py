@@ -37,6 +37,7 @@ __all__ = [
     "Route",
     "StreamResponse",
     "TokenCounter",
+    "__version__",
     "UpstreamResponse",
     "count_tokens",
     "get",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import http.client
 import json
 import os
 import subprocess
@@ -11,7 +13,8 @@ import tempfile
 from pathlib import Path
 import time
 import urllib.request
-from typing import Any, Callable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator
 
 from pyworker.dev.ports import free_port, wait_port
 
@@ -188,3 +191,63 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
             parts.append(await reader.readexactly(size))
             await reader.readexactly(2)
     return status, headers, await reader.read()
+
+
+def http_call(
+    port: int, method: str, path: str, data: bytes | None = None, timeout: float = 10
+) -> tuple[int, dict[str, str], bytes]:
+    """One request with the standard library's client: (status, headers, body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
+        res = conn.getresponse()
+        return res.status, {k.lower(): v for k, v in res.getheaders()}, res.read()
+    finally:
+        conn.close()
+
+
+def post_json(port: int, path: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
+    """POST `body` as JSON; the answer decoded when it is JSON, else its bytes."""
+    status, _, raw = http_call(port, "POST", path, json.dumps(body).encode(), timeout)
+    try:
+        return status, json.loads(raw)
+    except ValueError:
+        return status, raw
+
+
+@dataclass
+class ReportingStack:
+    """A stand-in autoscaler, a stand-in model and a worker reporting to the autoscaler."""
+
+    tmp: str
+    autoscaler: AutoscalerProcess
+    model: ModelProcess
+    worker: WorkerProcess
+    env: dict[str, str]
+
+    def restart_worker(self, module: str = "workers.hello_world") -> WorkerProcess:
+        self.worker.stop()
+        self.worker = WorkerProcess(module, self.model.url, self.model.log, self.env, port=self.worker.port)
+        return self.worker
+
+    def status(self) -> dict[str, Any] | None:
+        return self.autoscaler.worker(int(self.env["CONTAINER_ID"]))
+
+
+@contextlib.contextmanager
+def reporting_stack(
+    worker_id: int, *model_args: str, env: dict[str, str] | None = None, module: str = "workers.hello_world"
+) -> Iterator[ReportingStack]:
+    """The three processes, with signatures on; all stopped at the end."""
+    with tempfile.TemporaryDirectory() as tmp:
+        autoscaler = AutoscalerProcess(os.path.join(tmp, "key.json"))
+        model = ModelProcess(*model_args)
+        port = free_port()
+        full = WorkerProcess.reporting_to(autoscaler, worker_id, tmp, port)
+        full.update(env or {})
+        stack = ReportingStack(tmp, autoscaler, model, WorkerProcess(module, model.url, model.log, full, port=port), full)
+        try:
+            yield stack
+        finally:
+            for child in (stack.worker, stack.model, stack.autoscaler):
+                child.stop()

@@ -17,23 +17,9 @@ import unittest
 from typing import Any
 
 from pyworker.dev.ports import free_port
-from tests.support import AutoscalerProcess, ModelProcess, WorkerProcess, wait_for
+from tests.support import AutoscalerProcess, ModelProcess, WorkerProcess, post_json, reporting_stack, wait_for
 
 WORKER_ID = 41
-
-
-def post(port: int, path: str, body: Any, timeout: float = 20) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
-        res = conn.getresponse()
-        raw = res.read()
-        try:
-            return res.status, json.loads(raw)
-        except ValueError:
-            return res.status, raw
-    finally:
-        conn.close()
 
 
 def request(auth: dict[str, Any], prompt: str = "hello there", tokens: int = 4) -> dict[str, Any]:
@@ -97,7 +83,7 @@ class Lifecycle(Stack):
         served = []
         for i in range(5):
             auth = self.autoscaler.route(cost=5)
-            status, answer = post(self.worker.port, "/generate", request(auth, f"signed {i}"))
+            status, answer = post_json(self.worker.port, "/generate", request(auth, f"signed {i}"))
             self.assertEqual(status, 200, answer)
             served.append(auth["request_idx"])
         records = wait_for(
@@ -118,11 +104,11 @@ class Lifecycle(Stack):
         }
         for name, bad in cases.items():
             with self.subTest(name):
-                status, answer = post(self.worker.port, "/generate", request(bad))
+                status, answer = post_json(self.worker.port, "/generate", request(bad))
                 self.assertEqual(status, 401, answer)
                 self.assertIn("error", answer)
         # The genuine one still works, and the refused ones left no trace.
-        self.assertEqual(post(self.worker.port, "/generate", request(auth))[0], 200)
+        self.assertEqual(post_json(self.worker.port, "/generate", request(auth))[0], 200)
         time.sleep(1.5)
         self.assertEqual(len([r for r in self.records() if r["request_idx"] == auth["request_idx"]]), 1)
 
@@ -131,7 +117,7 @@ class Lifecycle(Stack):
         self.autoscaler.stop()
         try:
             for i, auth in enumerate(auths):
-                status, _ = post(self.worker.port, "/generate", request(auth, f"during outage {i}"))
+                status, _ = post_json(self.worker.port, "/generate", request(auth, f"during outage {i}"))
                 self.assertEqual(status, 200, "requests are served while the autoscaler is down")
             time.sleep(2.5)  # reports fail meanwhile
         finally:
@@ -146,48 +132,29 @@ class Lifecycle(Stack):
 
 class ModelErrors(unittest.TestCase):
     def test_model_log_error_line_reaches_error_msg(self) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            autoscaler = AutoscalerProcess(os.path.join(tmp, "key.json"))
-            model = ModelProcess()
-            port = free_port()
-            env = WorkerProcess.reporting_to(autoscaler, 7, tmp, port)
-            worker = WorkerProcess("workers.hello_world", model.url, model.log, env, port=port)
-            try:
-                wait_for(lambda: (autoscaler.worker(7) or {}).get("ready"), 60, "ready")
-                with open(model.log, "a") as log:
-                    log.write("Traceback ...\nException: corrupted model file (shard 3)\n")
-                status = wait_for(
-                    lambda: (lambda s: s if s and "corrupted model file" in s["error_msg"] else None)(autoscaler.worker(7)),
-                    15, "the error line in error_msg")
-                self.assertFalse(status["ready"])
-            finally:
-                for child in (worker, model, autoscaler):
-                    child.stop()
+        with reporting_stack(7) as stack:
+            wait_for(lambda: (stack.status() or {}).get("ready"), 60, "ready")
+            with open(stack.model.log, "a") as log:
+                log.write("Traceback ...\nException: corrupted model file (shard 3)\n")
+            status = wait_for(
+                lambda: (lambda s: s if s and "corrupted model file" in s["error_msg"] else None)(stack.status()),
+                15, "the error line in error_msg")
+            self.assertFalse(status["ready"])
 
 
 class Restarts(unittest.TestCase):
     def test_loaded_line_twice_benchmarks_once_and_a_restart_reuses_the_result(self) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            autoscaler = AutoscalerProcess(os.path.join(tmp, "key.json"))
-            model = ModelProcess()
-            port = free_port()
-            env = WorkerProcess.reporting_to(autoscaler, 8, tmp, port)
-            worker = WorkerProcess("workers.hello_world", model.url, model.log, env, port=port)
-            try:
-                first = wait_for(lambda: (lambda s: s if s and s["ready"] else None)(autoscaler.worker(8)), 60, "ready")
-                with open(model.log, "a") as log:
-                    log.write("infer server has started\n")
-                time.sleep(1.0)
-                self.assertEqual(worker.output().count("benchmark round 1/"), 1, "one benchmark")
-                worker.stop()
-                worker = WorkerProcess("workers.hello_world", model.url, model.log, env, port=port)
-                wait_for(lambda: "worker ready" in worker.output(), 30, "the restarted worker to be ready")
-                self.assertIn("already measured", worker.output())
-                self.assertNotIn("benchmark round", worker.output())
-                wait_for(lambda: (autoscaler.worker(8) or {}).get("max_perf") == first["max_perf"], 10, "the same max_perf")
-            finally:
-                for child in (worker, model, autoscaler):
-                    child.stop()
+        with reporting_stack(8) as stack:
+            first = wait_for(lambda: (lambda s: s if s and s["ready"] else None)(stack.status()), 60, "ready")
+            with open(stack.model.log, "a") as log:
+                log.write("infer server has started\n")
+            time.sleep(1.0)
+            self.assertEqual(stack.worker.output().count("benchmark round 1/"), 1, "one benchmark")
+            worker = stack.restart_worker()
+            wait_for(lambda: "worker ready" in worker.output(), 30, "the restarted worker to be ready")
+            self.assertIn("already measured", worker.output())
+            self.assertNotIn("benchmark round", worker.output())
+            wait_for(lambda: (stack.status() or {}).get("max_perf") == first["max_perf"], 10, "the same max_perf")
 
 
 class StartFailures(unittest.TestCase):
@@ -216,30 +183,20 @@ class StartFailures(unittest.TestCase):
 
 class Shutdown(unittest.TestCase):
     def test_sigterm_lets_a_request_in_progress_finish_and_reports_it(self) -> None:
-        with tempfile.TemporaryDirectory() as tmp:
-            autoscaler = AutoscalerProcess(os.path.join(tmp, "key.json"))
-            model = ModelProcess("--token-delay", "0.005")
-            port = free_port()
-            env = WorkerProcess.reporting_to(autoscaler, 5, tmp, port)
-            env["PYWORKER_BENCHMARK_CONCURRENCY"] = "2"
-            worker = WorkerProcess("workers.hello_world", model.url, model.log, env, port=port)
-            try:
-                wait_for(lambda: (autoscaler.worker(5) or {}).get("ready"), 90, "ready")
-                auth = autoscaler.route()
-                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=20)
-                conn.request("POST", "/generate", body=json.dumps(request(auth, tokens=200)))  # about 1 s
-                time.sleep(0.3)
-                worker.proc.send_signal(signal.SIGTERM)
-                res = conn.getresponse()
-                self.assertEqual(res.status, 200)
-                self.assertIn("generated_text", json.loads(res.read()))
-                conn.close()
-                self.assertEqual(worker.proc.wait(15), 0)
-                records = [r for r in autoscaler.get("/records")["records"] if r["request_idx"] == auth["request_idx"]]
-                self.assertEqual([r["status"] for r in records], ["Success"], "the final report carried it")
-            finally:
-                for child in (worker, model, autoscaler):
-                    child.stop()
+        with reporting_stack(5, "--token-delay", "0.005", env={"PYWORKER_BENCHMARK_CONCURRENCY": "2"}) as stack:
+            wait_for(lambda: (stack.status() or {}).get("ready"), 90, "ready")
+            auth = stack.autoscaler.route()
+            conn = http.client.HTTPConnection("127.0.0.1", stack.worker.port, timeout=20)
+            conn.request("POST", "/generate", body=json.dumps(request(auth, tokens=200)))  # about 1 s
+            time.sleep(0.3)
+            stack.worker.proc.send_signal(signal.SIGTERM)
+            res = conn.getresponse()
+            self.assertEqual(res.status, 200)
+            self.assertIn("generated_text", json.loads(res.read()))
+            conn.close()
+            self.assertEqual(stack.worker.proc.wait(15), 0)
+            records = [r for r in stack.autoscaler.get("/records")["records"] if r["request_idx"] == auth["request_idx"]]
+            self.assertEqual([r["status"] for r in records], ["Success"], "the final report carried it")
 
 
 class TLS(unittest.TestCase):

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pyworker.dev.ports import free_port, wait_port
-from tests.support import AutoscalerProcess, WorkerProcess, wait_for
+from tests.support import AutoscalerProcess, WorkerProcess, post_json, wait_for
 
 WORKER_ID = 77
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -44,17 +44,6 @@ def find_model() -> str | None:
         return None
     path = Path(list(spec.submodule_search_locations)[0]) / MODEL_FILE
     return str(path) if path.exists() else None
-
-
-def call(port: int, path: str, body: Any, timeout: float = 60) -> tuple[int, Any]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request("POST", path, body=json.dumps(body), headers={"Content-Type": "application/json"})
-        res = conn.getresponse()
-        raw = res.read()
-        return res.status, json.loads(raw) if raw.startswith((b"{", b"[")) else raw
-    finally:
-        conn.close()
 
 
 def stream_events(port: int, path: str, body: Any) -> list[tuple[float, bytes]]:
@@ -169,9 +158,9 @@ class RealModel(unittest.TestCase):
 
     def test_2_completion_through_the_worker_equals_the_direct_one(self) -> None:
         payload = {"prompt": "The three primary colors are", "max_tokens": 24, "temperature": 0, "seed": 42}
-        status, direct = call(self.llama_port, "/v1/completions", payload)
+        status, direct = post_json(self.llama_port, "/v1/completions", payload)
         self.assertEqual(status, 200)
-        status, proxied = call(self.worker.port, "/v1/completions", {"auth_data": self.auth(), "payload": payload})
+        status, proxied = post_json(self.worker.port, "/v1/completions", {"auth_data": self.auth(), "payload": payload})
         self.assertEqual(status, 200, proxied)
         self.assertEqual(proxied["choices"][0]["text"], direct["choices"][0]["text"])
         self.assertTrue(direct["choices"][0]["text"])
@@ -179,7 +168,7 @@ class RealModel(unittest.TestCase):
     def test_3_streamed_chat_arrives_in_pieces_over_time_and_matches_the_direct_text(self) -> None:
         payload = {"messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 40, "temperature": 0,
                    "seed": 7}
-        status, direct = call(self.llama_port, "/v1/chat/completions", payload)
+        status, direct = post_json(self.llama_port, "/v1/chat/completions", payload)
         self.assertEqual(status, 200)
         reads = stream_events(self.worker.port, "/v1/chat/completions",
                               {"auth_data": self.auth(), "payload": dict(payload, stream=True)})
@@ -217,7 +206,7 @@ class RealModel(unittest.TestCase):
         ]
         for path, payload, field in cases:
             with self.subTest(field):
-                status, answer = call(self.worker.port, path, {"auth_data": self.auth(), "payload": payload})
+                status, answer = post_json(self.worker.port, path, {"auth_data": self.auth(), "payload": payload})
                 self.assertEqual(status, 422, answer)
                 self.assertIn(field, answer["payload"])
 
@@ -225,7 +214,7 @@ class RealModel(unittest.TestCase):
         self.llama.terminate()
         self.llama.wait(10)
         try:
-            status, answer = call(self.worker.port, "/v1/completions",
+            status, answer = post_json(self.worker.port, "/v1/completions",
                                   {"auth_data": self.auth(), "payload": {"prompt": "hi", "max_tokens": 2}})
             self.assertEqual(status, 502, answer)
             self.assertIn("cannot connect", answer["error"])

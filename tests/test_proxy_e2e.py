@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import subprocess
@@ -12,21 +11,11 @@ import unittest
 from typing import Any
 
 from pyworker.dev.ports import free_port
-from tests.support import ROOT, ModelProcess, WorkerProcess, body
-
-
-def call(port: int, method: str, path: str, data: bytes | None = None, timeout: float = 10) -> tuple[int, dict[str, str], bytes]:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
-    try:
-        conn.request(method, path, body=data, headers={"Content-Type": "application/json"} if data else {})
-        res = conn.getresponse()
-        return res.status, {k.lower(): v for k, v in res.getheaders()}, res.read()
-    finally:
-        conn.close()
+from tests.support import ROOT, ModelProcess, WorkerProcess, body, http_call
 
 
 def model_stats(model: ModelProcess) -> Any:
-    return json.loads(call(model.port, "GET", "/stats")[2])
+    return json.loads(http_call(model.port, "GET", "/stats")[2])
 
 
 class HelloWorldThroughWorker(unittest.TestCase):
@@ -47,8 +36,8 @@ class HelloWorldThroughWorker(unittest.TestCase):
 
     def test_json_answer_is_the_models_answer(self) -> None:
         data = body("say something", max_response_tokens=0)
-        direct = call(self.model.port, "POST", "/generate", json.dumps({"prompt": "say something", "max_response_tokens": 0}).encode())
-        status, headers, answer = call(self.worker.port, "POST", "/generate", data)
+        direct = http_call(self.model.port, "POST", "/generate", json.dumps({"prompt": "say something", "max_response_tokens": 0}).encode())
+        status, headers, answer = http_call(self.worker.port, "POST", "/generate", data)
         self.assertEqual(status, 200)
         self.assertEqual(headers["content-type"], "application/json")
         self.assertEqual(json.loads(answer), json.loads(direct[2]))
@@ -81,12 +70,12 @@ class HelloWorldThroughWorker(unittest.TestCase):
         self.assertLess(arrivals[0], 0.12, f"first token late: {arrivals}")
 
     def test_invalid_json_is_422(self) -> None:
-        status, _, answer = call(self.worker.port, "POST", "/generate", b"{not json")
+        status, _, answer = http_call(self.worker.port, "POST", "/generate", b"{not json")
         self.assertEqual((status, json.loads(answer)), (422, {"error": "invalid JSON"}))
 
     def test_missing_and_mistyped_fields_are_422_naming_each(self) -> None:
         data = json.dumps({"auth_data": {"cost": "1"}, "payload": {"max_response_tokens": "ten"}}).encode()
-        status, _, answer = call(self.worker.port, "POST", "/generate", data)
+        status, _, answer = http_call(self.worker.port, "POST", "/generate", data)
         errors = json.loads(answer)
         self.assertEqual(status, 422)
         self.assertEqual(set(errors["auth_data"]), {"endpoint", "reqnum", "request_idx", "signature", "url"})
@@ -94,8 +83,8 @@ class HelloWorldThroughWorker(unittest.TestCase):
         self.assertIn("max_response_tokens", errors["payload"])
 
     def test_ping_and_forwarded_healthcheck(self) -> None:
-        self.assertEqual(call(self.worker.port, "GET", "/ping")[::2], (200, b"pong"))
-        status, _, answer = call(self.worker.port, "GET", "/healthcheck")
+        self.assertEqual(http_call(self.worker.port, "GET", "/ping")[::2], (200, b"pong"))
+        status, _, answer = http_call(self.worker.port, "GET", "/healthcheck")
         self.assertEqual((status, json.loads(answer)), (200, {"status": "ok"}))
 
     def test_client_leaving_mid_stream_stops_the_model_request(self) -> None:
@@ -117,10 +106,10 @@ class ModelFailures(unittest.TestCase):
     def test_dead_model_server_is_502(self) -> None:
         worker = WorkerProcess("workers.hello_world", f"http://127.0.0.1:{free_port()}", "/dev/null")
         try:
-            status, _, answer = call(worker.port, "POST", "/generate", body())
+            status, _, answer = http_call(worker.port, "POST", "/generate", body())
             self.assertEqual(status, 502)
             self.assertIn("cannot connect", json.loads(answer)["error"])
-            self.assertEqual(call(worker.port, "GET", "/healthcheck")[0], 502)
+            self.assertEqual(http_call(worker.port, "GET", "/healthcheck")[0], 502)
         finally:
             worker.stop()
 
@@ -128,7 +117,7 @@ class ModelFailures(unittest.TestCase):
         model = ModelProcess("--first-token", "3")
         worker = WorkerProcess("workers.hello_world", model.url, "/dev/null", {"MODEL_READ_TIMEOUT_S": "0.3"})
         try:
-            status, _, answer = call(worker.port, "POST", "/generate", body())
+            status, _, answer = http_call(worker.port, "POST", "/generate", body())
             self.assertEqual(status, 504)
             self.assertIn("nothing for 0.3 s", json.loads(answer)["error"])
         finally:
