@@ -14,7 +14,6 @@ worker configuration measures afresh.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 import os
@@ -138,6 +137,8 @@ class Benchmark:
 
 def benchmark_key(**facts: object) -> str:
     """A short stable digest of everything that could change the result."""
+    import hashlib  # only here: the idle worker need not carry it
+
     text = json.dumps(facts, sort_keys=True, default=str)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:32]
 

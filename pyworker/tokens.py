@@ -19,19 +19,21 @@ model's own `tokenizer.json` instead. Nothing is loaded until the first count.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
 import threading
 import unicodedata
-from importlib import resources
+from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
 TOKENIZER_ENV = "PYWORKER_TOKENIZER"
+# Files shipped in the package (plain files: pyworker is installed or vendored
+# unzipped; importlib.resources would cost the idle worker 2 MB to import).
+DATA_DIR = Path(__file__).resolve().parent / "data"
 # Distinct pre-tokens remembered; past this the cache starts afresh.
 MAX_CACHE_ENTRIES = 100_000
 # Below this many unseen pre-tokens a batch call costs more than it saves.
@@ -99,19 +101,22 @@ class TokenCounter:
 
     @staticmethod
     def _is_plain_byte_level(tokenizer: Tokenizer) -> bool:
-        """True when the cache is exact: no normalizer, a GPT-2 ByteLevel pre-tokenizer, BPE."""
-        spec = json.loads(tokenizer.to_str())
-        pre = spec.get("pre_tokenizer") or {}
-        model = spec.get("model") or {}
-        added = spec.get("added_tokens") or []
+        """True when the cache is exact: no normalizer, a GPT-2 ByteLevel pre-tokenizer, BPE.
+
+        Read from the objects, not from `to_str()`: that JSON is megabytes,
+        and parsing it would keep about 10 MB of the worker's memory.
+        """
+        from tokenizers import models, pre_tokenizers
+
+        pre = tokenizer.pre_tokenizer
         return (
-            spec.get("normalizer") is None
-            and pre.get("type") == "ByteLevel"
-            and pre.get("use_regex", True)
-            and not pre.get("add_prefix_space", False)
-            and model.get("type") == "BPE"
+            tokenizer.normalizer is None
+            and isinstance(pre, pre_tokenizers.ByteLevel)
+            and bool(pre.use_regex)
+            and not pre.add_prefix_space
+            and isinstance(tokenizer.model, models.BPE)
             # Added tokens are matched on the whole text before pre-tokenizing.
-            and not added
+            and not tokenizer.get_added_tokens_decoder()
         )
 
     @classmethod
@@ -126,9 +131,7 @@ class TokenCounter:
         """The GPT-2 byte-level BPE tokenizer shipped inside the package."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
-        data = resources.files("pyworker") / "data"
-        with resources.as_file(data / "encoder.json") as vocab, resources.as_file(data / "vocab.bpe") as merges:
-            tok = Tokenizer(models.BPE.from_file(str(vocab), str(merges)))
+        tok = Tokenizer(models.BPE.from_file(str(DATA_DIR / "encoder.json"), str(DATA_DIR / "vocab.bpe")))
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         return cls(tok)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import random
 from functools import lru_cache
-from importlib import resources
+
+from .tokens import DATA_DIR
 
 
 @lru_cache(maxsize=1)
 def word_list() -> tuple[str, ...]:
     """The shipped word list, read once."""
-    text = (resources.files("pyworker") / "data" / "words.txt").read_text(encoding="utf-8")
+    text = (DATA_DIR / "words.txt").read_text(encoding="utf-8")
     return tuple(text.split())
 
 
