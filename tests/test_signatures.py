@@ -197,6 +197,23 @@ class Schemes(unittest.TestCase):
             auth = self.url_auth(reqnum=reqnum)  # the same URL: the same signature each time
             self.assertIsNone(checker.check(auth))
 
+    def test_remembered_success_does_not_outlive_the_key(self) -> None:
+        checker = self.checker()
+        auth = self.url_auth()
+        self.assertIsNone(checker.check(auth))
+        self.assertIsNone(checker.check(auth))  # remembered
+        checker.key = key_pair("other").public  # the autoscaler's key changed
+        self.assertIn("does not verify", checker.check(auth) or "")
+
+    def test_remembered_success_covers_only_that_exact_signature(self) -> None:
+        checker = self.checker()
+        auth = self.url_auth()
+        self.assertIsNone(checker.check(auth))
+        sig = base64.b64decode(auth["signature"])
+        tampered = dict(auth, signature=base64.b64encode(bytes([sig[0] ^ 1]) + sig[1:]).decode())
+        self.assertIsNotNone(checker.check(tampered))
+        self.assertIsNotNone(checker.check(dict(auth, url="http://10.0.0.1:4001")))
+
     def test_unsigned_fields_may_change_under_the_url_scheme(self) -> None:
         auth = self.url_auth()
         auth["cost"] = "999999"
