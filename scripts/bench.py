@@ -26,6 +26,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -217,6 +219,29 @@ def main() -> None:
     if pin:
         os.sched_setaffinity(0, {0})
     procs: list[subprocess.Popen[bytes]] = []
+    # As in production: the worker fetches the autoscaler's key, checks every
+    # signature and reports once a second.
+    scaler_port = free_port()
+    procs.append(subprocess.Popen(
+        [*taskset0, sys.executable, "-m", "pyworker.dev.autoscaler", "--port", str(scaler_port),
+         "--key", str(tmp / "key.json")],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    ))
+    wait_port(scaler_port, 60)
+
+    def route() -> dict[str, object]:
+        data = json.dumps({"endpoint": "bench", "api_key": "", "cost": 1}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{scaler_port}/route/", data=data)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(req, timeout=5) as res:
+                    auth: dict[str, object] = json.loads(res.read())
+                    return auth
+            except urllib.error.HTTPError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # no worker has reported ready yet
 
     def start_pair(name: str, *model_args: str) -> tuple[int, int, subprocess.Popen[bytes]]:
         """A stand-in model (core 0) and a hello_world worker in front of it (core 1)."""
@@ -235,8 +260,11 @@ def main() -> None:
             "WORKER_HOST": "127.0.0.1",
             "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
             "MODEL_LOG": worker_log,
-            "UNSECURED": "true",
-            "REPORT_ADDR": "off",
+            "REPORT_ADDR": f"http://127.0.0.1:{scaler_port}",
+            "CONTAINER_ID": str(len(procs)),
+            "PUBLIC_IPADDR": "127.0.0.1",
+            f"VAST_TCP_PORT_{worker_port}": str(worker_port),
+            "PYWORKER_STATE_DIR": str(tmp / f"state-{name}"),
             "PYWORKER_LOG_LEVEL": "WARNING",
         }
         worker = subprocess.Popen(
@@ -259,13 +287,15 @@ def main() -> None:
         loading_rss = rss_mb(worker.pid)
         mark_loaded("fast")
         idle_rss = rss_mb(worker.pid)
-        print(f"pinned: {'worker on core 1, model and load generator on core 0' if pin else 'no'}")
+        print(f"pinned: {'worker on core 1, model and load generator on core 0' if pin else 'no'}; "
+              "signatures checked and reports sent, as in production")
         print(f"worker RSS: {loading_rss:.1f} MB idle before the model loaded (no tokenizer yet), "
               f"{idle_rss:.1f} MB idle once ready (tokenizer loaded, benchmark done)")
 
         prompt = random_words(250, random.Random(11))
         payload = {"prompt": prompt, "max_response_tokens": 16}
-        auth = {"cost": "1", "endpoint": "bench", "reqnum": 1, "request_idx": 1, "signature": "", "url": ""}
+        # Under the platform's signature scheme every route to a worker carries the same signature.
+        auth = route()
         direct_req = http_post("/generate", model_port, json.dumps(payload).encode())
         worker_req = http_post("/generate", worker_port, json.dumps({"auth_data": auth, "payload": payload}).encode())
 
@@ -285,10 +315,13 @@ def main() -> None:
         # Streams come from a model that takes 1 ms per token, as a (fast) real one does.
         stream_model, stream_worker, _ = start_pair("stream", "--token-delay", "0.001")
         mark_loaded("stream")
+        stream_auth = next(a for a in iter(route, None) if str(a["url"]).endswith(f":{stream_worker}"))
         print("\n/generate_stream, 300 tokens, one SSE event per token, 1 ms apart (median of 20)")
         s_payload = {"prompt": prompt, "max_response_tokens": 300}
         d_stream = http_post("/generate_stream", stream_model, json.dumps(s_payload).encode())
-        w_stream = http_post("/generate_stream", stream_worker, json.dumps({"auth_data": auth, "payload": s_payload}).encode())
+        w_stream = http_post(
+            "/generate_stream", stream_worker, json.dumps({"auth_data": stream_auth, "payload": s_payload}).encode()
+        )
         asyncio.run(stream_once(stream_worker, w_stream))  # warm-up: the worker loads its tokenizer
         d = [asyncio.run(stream_once(stream_model, d_stream)) for _ in range(20)]
         w = [asyncio.run(stream_once(stream_worker, w_stream)) for _ in range(20)]
