@@ -158,11 +158,6 @@ class TokenCounter:
                     cls._default = counter
         return counter
 
-    @classmethod
-    def default_is_loaded(cls) -> bool:
-        """True once `default()` returns without loading anything."""
-        return cls._default is not None
-
     def warm_up(self) -> None:
         """Do the one-time work now (about 0.3 s) instead of in the first request."""
         if self.cached:

@@ -76,7 +76,6 @@ class _ClientConnection(asyncio.Protocol):
         self._read_paused = False
         # Bytes seen since the current request was sent (0: nothing came back).
         self.received = 0
-        self.uses = 0
         self._deadline = Deadline(self._loop, self._on_timeout)
         self._timeout_s = limits.read_timeout_s
 
@@ -149,7 +148,6 @@ class _ClientConnection(asyncio.Protocol):
         if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection closed before the request was sent")
         self.received = 0
-        self.uses += 1
         out = b"".join(cast(bytes, self.h11.send(event)) for event in parts)
         self.transport.write(out)
 
@@ -345,7 +343,6 @@ class ConnectionPool:
         self.host_header = parts.netloc.encode("ascii")
         self.limits = limits or ClientLimits()
         self._idle: list[_ClientConnection] = []
-        self.connections_opened = 0
 
     async def _connect(self) -> _ClientConnection:
         loop = asyncio.get_running_loop()
@@ -368,7 +365,6 @@ class ConnectionPool:
         except (OSError, ssl.SSLError) as exc:
             reason = getattr(exc, "strerror", None) or str(exc)
             raise UpstreamUnavailable(f"cannot connect to {self.host}:{self.port}: {reason}") from None
-        self.connections_opened += 1
         return conn
 
     def _take_idle(self) -> _ClientConnection | None:
