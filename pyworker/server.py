@@ -12,7 +12,7 @@ from typing import Iterable
 from .backend import Backend
 from .config import ConfigError, ReportConfig, WorkerConfig
 from .http import Route
-from .worker import Worker, report_until_stopped
+from .worker import Worker
 
 log = logging.getLogger("pyworker")
 
@@ -59,7 +59,7 @@ async def serve(
         if worker.autoscaler is None:
             raise
         print(f"pyworker: {exc} (reporting this to the autoscaler until stopped)", file=sys.stderr, flush=True)
-        await report_until_stopped(worker, stop)
+        await worker.report_until(stop)
         raise
     try:
         await stop.wait()
@@ -71,7 +71,7 @@ async def _report_config_error(reports: ReportConfig, message: str, stop: asynci
     worker = Worker(Backend(), [], _minimal_config(reports))
     worker.status.set_error("start", message)
     _stop_on_signals(stop)
-    await report_until_stopped(worker, stop)
+    await worker.report_until(stop)
 
 
 def _minimal_config(reports: ReportConfig) -> WorkerConfig:

@@ -144,6 +144,21 @@ class Worker:
             self.autoscaler.close()
         await asyncio.sleep(0)  # let the closed transports finish closing
 
+    async def report_until(self, stop: asyncio.Event) -> None:
+        """For a worker that could not start: keep telling the autoscaler why until `stop`."""
+        self.start_reports()
+        await stop.wait()
+        if self.reporter is not None:
+            try:
+                await asyncio.wait_for(self.reporter.final(), FINAL_REPORT_S)
+            except asyncio.TimeoutError:
+                pass
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.autoscaler is not None:
+            self.autoscaler.close()
+
     # -- public key ------------------------------------------------------------
 
     async def _fetch_key(self, checker: SignatureChecker) -> None:
@@ -251,17 +266,3 @@ class Worker:
             self._spawn(self.health.run(), "healthcheck")
             await self.health.healthy_once.wait()
         self.status.set_phase(Phase.READY)
-
-
-async def report_until_stopped(worker: Worker, stop: asyncio.Event) -> None:
-    """A worker that could not start keeps telling the autoscaler why, until stopped."""
-    worker.start_reports()
-    await stop.wait()
-    if worker.reporter is not None:
-        try:
-            await asyncio.wait_for(worker.reporter.final(), FINAL_REPORT_S)
-        except asyncio.TimeoutError:
-            pass
-    for task in worker._tasks:
-        task.cancel()
-    await asyncio.gather(*worker._tasks, return_exceptions=True)
