@@ -62,14 +62,14 @@ class HTTPError(Exception):
 class Request:
     """One HTTP request whose body has been read in full (bounded by the server's limit)."""
 
-    __slots__ = ("method", "path", "query", "headers", "body", "http_version", "_responder")
+    __slots__ = ("method", "path", "query", "_headers", "body", "http_version", "_responder")
 
     def __init__(
         self,
         method: str,
         path: str,
         query: str,
-        headers: Headers,
+        headers: Iterable[tuple[bytes, bytes]],
         body: bytes,
         http_version: str,
         responder: _Responder | None = None,
@@ -77,10 +77,19 @@ class Request:
         self.method = method
         self.path = path
         self.query = query
-        self.headers = headers  # names are lower-case, as h11 gives them
+        # Kept as given (h11's own sequence on the server) and listed only if
+        # asked for: the proxy path never reads the client's headers.
+        self._headers: Iterable[tuple[bytes, bytes]] | Headers = headers
         self.body = body
         self.http_version = http_version
         self._responder = responder
+
+    @property
+    def headers(self) -> Headers:
+        """(name, value) pairs, names in lower case."""
+        if not isinstance(self._headers, list):
+            self._headers = list(self._headers)
+        return self._headers
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
