@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
             time.sleep(1.0)
     except KeyboardInterrupt:
         print("\nstopping", flush=True)
+    except (RuntimeError, TimeoutError) as exc:  # a process that did not come up
+        print(f"pyworker.dev: {exc}; its log is in {workdir}", file=sys.stderr)
+        raise SystemExit(1) from None
     finally:
         stack.stop()
 

@@ -189,6 +189,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run(args.host, args.port, args.key, Scheme(args.scheme), args.api_key))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        raise SystemExit(f"stand-in autoscaler: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
 
 
 if __name__ == "__main__":

@@ -157,6 +157,8 @@ def main(argv: list[str] | None = None) -> None:
         asyncio.run(run(args.port, args.host, settings, args.log))
     except KeyboardInterrupt:
         pass
+    except OSError as exc:
+        raise SystemExit(f"stand-in model: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
 
 
 if __name__ == "__main__":
