@@ -17,7 +17,8 @@ from urllib.parse import urlsplit
 
 import h11
 
-from .flow import Deadline, WriteFlow
+from .flow import WriteFlow
+from .timers import Deadline
 from .headers import get_header
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})

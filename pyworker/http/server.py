@@ -19,7 +19,8 @@ from typing import Iterable, cast
 
 import h11
 
-from .flow import Deadline, WriteFlow
+from .flow import WriteFlow
+from .timers import Deadline
 from .messages import Headers, HTTPError, Request, Response, StreamResponse, json_response
 from .routing import Handler, Route, Router
 
