@@ -78,12 +78,19 @@ def _canned(status: int, message: str) -> bytes:
     return head + body
 
 
-def _content_length(head: h11.Request) -> int:
-    """The declared body length (h11 has checked it is a number), or 0."""
-    for name, value in head.headers.raw_items():  # a plain list: cheaper than iterating the headers
+def _measure_head(head: h11.Request) -> tuple[int, int]:
+    """(size of the head in bytes, declared body length or 0), in one pass.
+
+    h11 has checked Content-Length is a number. `raw_items()` is a plain
+    list: cheaper to walk than h11's header sequence.
+    """
+    size = len(head.target)
+    length = 0
+    for name, value in head.headers.raw_items():
+        size += len(name) + len(value) + 4
         if len(name) == 14 and name.lower() == b"content-length":
-            return int(value)
-    return 0
+            length = int(value)
+    return size, length
 
 
 _TIMER_NONE, _TIMER_KEEPALIVE, _TIMER_HEADER, _TIMER_BODY = range(4)
@@ -210,7 +217,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._head = head
         # h11 bounds the head only while it is incomplete; one that arrived
         # whole in a single read is measured here.
-        size = len(head.target) + sum(len(k) + len(v) + 4 for k, v in head.headers)
+        size, length = _measure_head(head)
         if size > self._limits.max_header_bytes:
             self._fail(431, f"request head over {self._limits.max_header_bytes} bytes")
             return False
@@ -219,7 +226,6 @@ class HTTPServerProtocol(asyncio.Protocol):
         if isinstance(found, Response):
             self._early = found
             return True
-        length = _content_length(head)
         if length > self._limits.max_body_bytes:
             self._fail(413, f"request body over {self._limits.max_body_bytes} bytes")
             return False
