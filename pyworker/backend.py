@@ -153,6 +153,10 @@ class Backend:
         checker = self.signatures
         return None if checker is None else checker.check(auth)
 
+    def runs_in_parallel(self, handler: EndpointHandler[Any]) -> bool:
+        """The handler's `allow_parallel_requests`, or the backend's when it leaves it None."""
+        return self.allow_parallel_requests if handler.allow_parallel_requests is None else handler.allow_parallel_requests
+
     async def _count_in_thread(self, payload: ApiPayload) -> float:
         workload = await asyncio.to_thread(payload.count_workload)
         self._warm.add(type(payload))
@@ -176,7 +180,7 @@ class Backend:
         else:
             workload = float(payload.count_workload())
         tracker = self.metrics.track(auth.request_idx, workload)
-        parallel = self.allow_parallel_requests if handler.allow_parallel_requests is None else handler.allow_parallel_requests
+        parallel = self.runs_in_parallel(handler)
         limit = self.max_queue_time if handler.max_queue_time is None else handler.max_queue_time
         try:
             ticket = self.queue.admit(workload, limit, parallel)

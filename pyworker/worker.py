@@ -221,10 +221,8 @@ class Worker:
         if self.config.benchmark_concurrency:
             return self.config.benchmark_concurrency
         handler = self.backend.benchmark_handler
-        parallel = self.backend.allow_parallel_requests
-        if handler is not None and handler.allow_parallel_requests is not None:
-            parallel = handler.allow_parallel_requests
-        return 10 if parallel else 1
+        assert handler is not None  # only asked for when there is one to run
+        return 10 if self.backend.runs_in_parallel(handler) else 1
 
     async def _measure(self) -> float:
         """The model's throughput: from the store if known, else by benchmark (retried)."""
