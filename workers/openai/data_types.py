@@ -47,6 +47,22 @@ class OpenAIPayload(ApiPayload):
         self.body = body
 
     @classmethod
+    def from_json_msg(cls, json_msg: dict[str, Any]) -> OpenAIPayload:
+        """The payload, or `JsonDataException` naming every field that does not fit."""
+        if not isinstance(json_msg, dict):
+            raise JsonDataException({"payload": "expected a JSON object"})
+        errors = cls.common_errors(json_msg)
+        errors.update(cls.own_errors(json_msg))
+        if errors:
+            raise JsonDataException(errors)
+        return cls(json_msg)
+
+    @classmethod
+    def own_errors(cls, body: dict[str, Any]) -> dict[str, str]:
+        """What is wrong with the fields this endpoint needs (each subclass says)."""
+        raise NotImplementedError
+
+    @classmethod
     def common_errors(cls, body: dict[str, Any]) -> dict[str, str]:
         errors: dict[str, str] = {}
         for field in ("max_tokens", "max_completion_tokens", "n", "seed"):
@@ -92,12 +108,10 @@ class CompletionPayload(OpenAIPayload):
     """`/v1/completions`: `prompt` is a string, a list of strings, or token ids."""
 
     @classmethod
-    def from_json_msg(cls, json_msg: dict[str, Any]) -> CompletionPayload:
-        if not isinstance(json_msg, dict):
-            raise JsonDataException({"payload": "expected a JSON object"})
-        errors = cls.common_errors(json_msg)
-        prompt = json_msg.get("prompt")
-        if "prompt" not in json_msg:
+    def own_errors(cls, body: dict[str, Any]) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        prompt = body.get("prompt")
+        if "prompt" not in body:
             errors["prompt"] = "missing parameter"
         elif not (
             isinstance(prompt, str)
@@ -105,9 +119,7 @@ class CompletionPayload(OpenAIPayload):
             or (isinstance(prompt, list) and all(isinstance(p, int) and not isinstance(p, bool) for p in prompt))
         ):
             errors["prompt"] = "expected a string, a list of strings or a list of token ids"
-        if errors:
-            raise JsonDataException(errors)
-        return cls(json_msg)
+        return errors
 
     def prompt_tokens(self) -> int:
         prompt = self.body["prompt"]
@@ -132,12 +144,10 @@ class ChatPayload(OpenAIPayload):
     """`/v1/chat/completions`: `messages` is a list of `{role, content}` objects."""
 
     @classmethod
-    def from_json_msg(cls, json_msg: dict[str, Any]) -> ChatPayload:
-        if not isinstance(json_msg, dict):
-            raise JsonDataException({"payload": "expected a JSON object"})
-        errors = cls.common_errors(json_msg)
-        messages = json_msg.get("messages")
-        if "messages" not in json_msg:
+    def own_errors(cls, body: dict[str, Any]) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        messages = body.get("messages")
+        if "messages" not in body:
             errors["messages"] = "missing parameter"
         elif not isinstance(messages, list) or not messages:
             errors["messages"] = f"expected a non-empty list of messages, got {_type_name(messages)}"
@@ -151,9 +161,7 @@ class ChatPayload(OpenAIPayload):
                 content = message.get("content")
                 if not (content is None or isinstance(content, (str, list))):
                     errors[f"messages[{i}].content"] = "expected a string, a list of parts or null"
-        if errors:
-            raise JsonDataException(errors)
-        return cls(json_msg)
+        return errors
 
     def prompt_tokens(self) -> int:
         total = 0
