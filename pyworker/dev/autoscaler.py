@@ -30,6 +30,7 @@ from typing import Any
 
 from ..auth import Scheme, signed_message
 from ..http import HTTPServer, Request, Response, get, json_response, post
+from .ports import run_server
 from .rsa_keys import RSAKeyPair
 
 log = logging.getLogger("pyworker.dev.autoscaler")
@@ -185,12 +186,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default=None, help="refuse /route/ calls without this api_key")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        asyncio.run(run(args.host, args.port, args.key, Scheme(args.scheme), args.api_key))
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        raise SystemExit(f"stand-in autoscaler: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    run_server(
+        "stand-in autoscaler", args.host, args.port, run(args.host, args.port, args.key, Scheme(args.scheme), args.api_key)
+    )
 
 
 if __name__ == "__main__":

@@ -23,7 +23,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from ..http import HTTPServer, Request, Response, StreamResponse, get, json_response, post
+from ..http import (
+    HTTPServer,
+    Request,
+    Response,
+    StreamResponse,
+    get,
+    json_response,
+    post,
+)
+from .ports import run_server
 
 READY_LINE = "infer server has started"
 ERROR_LINE = "Exception: corrupted model file"
@@ -153,12 +162,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ModelSettings(args.tokens, args.token_delay, args.first_token, args.load_time)
-    try:
-        asyncio.run(run(args.port, args.host, settings, args.log))
-    except KeyboardInterrupt:
-        pass
-    except OSError as exc:
-        raise SystemExit(f"stand-in model: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    run_server("stand-in model", args.host, args.port, run(args.port, args.host, settings, args.log))
 
 
 if __name__ == "__main__":

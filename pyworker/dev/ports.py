@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import subprocess
 import time
+from typing import Any, Coroutine
 
 
 def free_port() -> int:
@@ -31,3 +33,13 @@ def wait_port(port: int, timeout_s: float = 15.0, proc: subprocess.Popen[bytes] 
         except OSError:
             time.sleep(0.02)
     raise TimeoutError(f"{name} did not listen on port {port} within {timeout_s:g} s")
+
+
+def run_server(name: str, host: str, port: int, main: Coroutine[Any, Any, None]) -> None:
+    """Run a development server until Ctrl-C; a port already taken is one line, not a traceback."""
+    try:
+        asyncio.run(main)
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:
+        raise SystemExit(f"{name}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
