@@ -128,6 +128,9 @@ class Lifecycle(Stack):
                 [r for r in self.records() if r["request_idx"] in wanted]),
             30, "the records kept during the outage")
         self.assertEqual(len(records), len(wanted), "each record exactly once")
+        # The new autoscaler knows the worker again by its next status report
+        # (at the latest 10 s later); the tests after this one route to it.
+        wait_for(lambda: (self.status() or {}).get("ready"), 20, "the worker to report to the new autoscaler")
 
 
 class ModelErrors(unittest.TestCase):
