@@ -215,9 +215,25 @@ class SlowAndIdleClients(ServerCase):
         self.assertEqual(await asyncio.wait_for(reader.read(), 2), b"")
         writer.close()
 
-    async def test_connections_over_the_limit_get_503(self) -> None:
+    async def test_at_the_limit_the_oldest_idle_connection_makes_room(self) -> None:
         held = [await self.connect() for _ in range(self.limits.max_connections)]
         await asyncio.sleep(0.05)
+        reader, writer = await self.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+        status, _, body = await asyncio.wait_for(read_response(reader), 2)
+        self.assertEqual((status, body), (200, b"echo:ok"))
+        # The first connection made was closed for it, the others are open.
+        self.assertEqual(await asyncio.wait_for(held[0][0].read(), 2), b"")
+        self.assertEqual(len(self.server.connections), self.limits.max_connections)
+        for _, w in held:
+            w.close()
+        writer.close()
+
+    async def test_connections_over_the_limit_all_handling_requests_get_503(self) -> None:
+        held = [await self.connect() for _ in range(self.limits.max_connections)]
+        for _, w in held:
+            w.write(b"GET /slow?s=5 HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(0.1)
         reader, writer = await self.connect()
         status, _, body = await asyncio.wait_for(read_response(reader), 2)
         self.assertEqual(status, 503)

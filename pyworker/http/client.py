@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 import h11
 
-from .flow import WriteFlow
+from .flow import FlowControl
 from .timers import Deadline
 from .headers import get_header
 
@@ -67,14 +67,13 @@ class _ClientConnection(asyncio.Protocol):
     def __init__(self, limits: ClientLimits) -> None:
         self._limits = limits
         self._loop = asyncio.get_running_loop()
-        self.h11 = h11.Connection(h11.CLIENT)
+        self.framing = h11.Connection(h11.CLIENT)
         self.transport: asyncio.Transport | None = None
-        self.flow: WriteFlow | None = None
+        self.flow: FlowControl | None = None
         self._waiter: asyncio.Future[None] | None = None
         self._eof_fed = False
         self.lost = False
         self._unread = 0
-        self._read_paused = False
         # Bytes seen since the current request was sent (0: nothing came back).
         self.received = 0
         self._deadline = Deadline(self._loop, self._on_timeout)
@@ -84,16 +83,15 @@ class _ClientConnection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
-        self.flow = WriteFlow(transport)
+        self.flow = FlowControl(self.transport)
 
     def data_received(self, data: bytes) -> None:
-        self.h11.receive_data(data)
+        self.framing.receive_data(data)
         self.received += len(data)
         self._unread += len(data)
-        if self._unread > self._limits.read_buffer_bytes and not self._read_paused:
-            self._read_paused = True
-            assert self.transport is not None
-            self.transport.pause_reading()
+        if self._unread > self._limits.read_buffer_bytes:
+            assert self.flow is not None
+            self.flow.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool | None:
@@ -121,7 +119,7 @@ class _ClientConnection(asyncio.Protocol):
     def _feed_eof(self) -> None:
         if not self._eof_fed:
             self._eof_fed = True
-            self.h11.receive_data(b"")
+            self.framing.receive_data(b"")
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -141,15 +139,15 @@ class _ClientConnection(asyncio.Protocol):
             and self.received == 0  # an idle connection must not have been sent anything
             and self.transport is not None
             and not self.transport.is_closing()
-            and self.h11.our_state is h11.IDLE
-            and self.h11.their_state is h11.IDLE
+            and self.framing.our_state is h11.IDLE
+            and self.framing.their_state is h11.IDLE
         )
 
     def send(self, parts: Iterable[h11.Event]) -> None:
         if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection closed before the request was sent")
         self.received = 0
-        out = b"".join(cast(bytes, self.h11.send(event)) for event in parts)
+        out = b"".join(cast(bytes, self.framing.send(event)) for event in parts)
         self.transport.write(out)
 
     def poll_event(self) -> h11.Event | type[h11.PAUSED] | None:
@@ -158,16 +156,14 @@ class _ClientConnection(asyncio.Protocol):
         # say so again: skip the call.
         while self._unread or self._eof_fed or self.lost:
             try:
-                event = self.h11.next_event()
+                event = self.framing.next_event()
             except h11.RemoteProtocolError as exc:
                 raise UpstreamProtocolError(f"model server broke HTTP/1.1: {exc}") from None
             if event is not h11.NEED_DATA:
                 return cast("h11.Event | type[h11.PAUSED]", event)
             self._unread = 0
-            if self._read_paused:
-                self._read_paused = False
-                assert self.transport is not None
-                self.transport.resume_reading()
+            assert self.flow is not None
+            self.flow.resume_reading()
             if not self.lost:
                 break
             if self._eof_fed:
@@ -257,7 +253,7 @@ class UpstreamResponse:
                         yield b"".join(parts)
                     return
                 else:
-                    self.aclose_now()
+                    self.close_now()
                     raise UpstreamProtocolError("model server closed the connection mid-response")
                 event = conn.poll_event()
             data = b"".join(parts)
@@ -287,7 +283,7 @@ class UpstreamResponse:
                 data = cast(h11.Data, event).data
                 size += len(data)
                 if size > cap:
-                    self.aclose_now()
+                    self.close_now()
                     raise UpstreamBodyTooLarge(f"model response over {cap} bytes")
                 parts.append(data)
             elif kind is h11.EndOfMessage:
@@ -295,7 +291,7 @@ class UpstreamResponse:
                 self._release()
                 return b"".join(parts)
             else:
-                self.aclose_now()
+                self.close_now()
                 raise UpstreamProtocolError("model server closed the connection mid-response")
 
     async def json(self) -> Any:
@@ -306,7 +302,7 @@ class UpstreamResponse:
         if conn is not None:
             self._pool.release(conn)
 
-    def aclose_now(self) -> None:
+    def close_now(self) -> None:
         """Drop the connection unless the body was read to its end."""
         conn, self._conn = self._conn, None
         if conn is not None:
@@ -316,13 +312,13 @@ class UpstreamResponse:
                 conn.close()
 
     async def aclose(self) -> None:
-        self.aclose_now()
+        self.close_now()
 
     async def __aenter__(self) -> UpstreamResponse:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self.aclose_now()
+        self.close_now()
 
 
 class ConnectionPool:
@@ -378,7 +374,7 @@ class ConnectionPool:
 
     def release(self, conn: _ClientConnection) -> None:
         """Return a connection whose exchange finished; closed unless reusable."""
-        state = conn.h11
+        state = conn.framing
         if state.our_state is h11.DONE and state.their_state is h11.DONE and not conn.lost:
             state.start_next_cycle()
             conn.received = 0

@@ -2,14 +2,21 @@
 
 One `HTTPServerProtocol` owns one `h11.Connection`. Bytes come in through
 `data_received`, are framed by h11, and a whole request (head and body,
-bounded) is handed to its route's handler in a task. Requests on one
-connection are answered strictly in order: while a handler runs, pipelined
-bytes wait in h11's buffer, and reading pauses once that buffer is full.
+bounded) is handed to its route's handler in a task. A `RequestFramer`
+stands between the socket and h11: it checks framing strictly and hands
+h11 one request at a time. Requests on one connection are answered in
+order: while a handler runs, pipelined bytes wait in the framer, and
+reading pauses once it holds `pipeline_buffer_bytes`.
+
+Every phase of a connection has a deadline (see `Phase`), and at the
+connection limit the oldest connection with no request being handled is
+closed to make room, so idle or slow clients cannot lock others out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import logging
 import ssl
@@ -19,7 +26,8 @@ from typing import Iterable, cast
 
 import h11
 
-from .flow import WriteFlow
+from .flow import FlowControl
+from .framing import FramingError, RequestFramer, check_head
 from .timers import Deadline
 from .messages import Headers, HTTPError, Request, Response, StreamResponse, json_response
 from .routing import Handler, Route, Router
@@ -29,24 +37,35 @@ log = logging.getLogger("pyworker.http")
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
-    """Bounds that keep one client from holding memory or connections forever."""
+    """Bounds that keep one client from holding memory, connections or time."""
 
     max_header_bytes: int = 16 * 1024
     # Image payloads arrive base64-encoded in JSON; 64 MiB leaves room for several.
     max_body_bytes: int = 64 * 1024 * 1024
-    # From a request's first byte until its head is complete.
+    # From accept (or a kept-alive connection's next first byte) to a complete head.
     header_timeout_s: float = 10.0
     # Longest silence while a request body is arriving.
     body_timeout_s: float = 30.0
+    # After `body_rate_grace_s`, a body must arrive at this average rate
+    # (bytes/s; 0: no minimum). Kestrel's defaults.
+    min_body_rate: float = 240.0
+    body_rate_grace_s: float = 5.0
     # Longest silence between two requests on one connection.
     keepalive_timeout_s: float = 20.0
+    # A client that reads nothing of its response for this long is dropped.
+    send_timeout_s: float = 60.0
+    # After an error answer, how long input is read and discarded before
+    # closing, so the client sees the answer and not a reset (nginx's lingering close).
+    linger_s: float = 5.0
+    # At this many connections, the oldest one with no request in progress
+    # is closed to make room; with none, the new one gets 503.
     max_connections: int = 2048
     # Pipelined bytes buffered while a handler runs before reading pauses.
     pipeline_buffer_bytes: int = 64 * 1024
 
 
 class ClientDisconnected(ConnectionError):
-    """The client went away before its response was sent."""
+    """The client went away (or stopped reading) before its response was sent."""
 
 
 class ResponseAborted(Exception):
@@ -78,22 +97,29 @@ def _canned(status: int, message: str) -> bytes:
     return head + body
 
 
-def _measure_head(head: h11.Request) -> tuple[int, int]:
-    """(size of the head in bytes, declared body length or 0), in one pass.
+class Phase(enum.Enum):
+    """Where a connection is; each phase has its own deadline."""
 
-    h11 has checked Content-Length is a number. `raw_items()` is a plain
-    list: cheaper to walk than h11's header sequence.
-    """
-    size = len(head.target)
-    length = 0
-    for name, value in head.headers.raw_items():
-        size += len(name) + len(value) + 4
-        if len(name) == 14 and name.lower() == b"content-length":
-            length = int(value)
-    return size, length
+    HEAD = "head"  # a request head is awaited or arriving: header_timeout_s
+    BODY = "body"  # its body is arriving: body_timeout_s and min_body_rate
+    HANDLER = "handler"  # a handler runs: no deadline (the response has its own)
+    IDLE = "idle"  # kept alive between requests: keepalive_timeout_s
+    LINGER = "linger"  # answered an error, discarding input: linger_s
+    CLOSED = "closed"
 
 
-_TIMER_NONE, _TIMER_KEEPALIVE, _TIMER_HEADER, _TIMER_BODY = range(4)
+class _Exchange:
+    """One request's state on a connection, from its head to its response."""
+
+    __slots__ = ("head", "handler", "early", "body", "body_bytes", "body_started")
+
+    def __init__(self) -> None:
+        self.head: h11.Request | None = None
+        self.handler: Handler | None = None
+        self.early: Response | None = None  # a 404/405 sent once the body is read
+        self.body: list[bytes] = []
+        self.body_bytes = 0
+        self.body_started = 0.0
 
 
 class HTTPServerProtocol(asyncio.Protocol):
@@ -101,23 +127,17 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def __init__(self, server: HTTPServer) -> None:
         self._server = server
-        self._limits = server.limits
+        self._limits = limits = server.limits
         self._loop = asyncio.get_running_loop()
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes)
+        # h11 sees only whole heads from the framer; its own bound is a backstop.
+        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self._framer = RequestFramer(limits.max_header_bytes, limits.max_body_bytes)
         self._transport: asyncio.Transport | None = None
-        self._flow: WriteFlow | None = None
+        self._flow: FlowControl | None = None
         self._task: asyncio.Task[None] | None = None
         self._timer = Deadline(self._loop, self._on_timeout)
-        self._timer_kind = _TIMER_NONE
-        self._lost = False
-        self._read_paused = False
-        self._pipelined_bytes = 0
-        # Per-request state, reset by _reset_request().
-        self._head: h11.Request | None = None
-        self._handler: Handler | None = None
-        self._early: Response | None = None
-        self._body: list[bytes] = []
-        self._body_bytes = 0
+        self.phase = Phase.HEAD
+        self._ex = _Exchange()
         self.head_sent = False
         self._pending_head = b""
 
@@ -126,24 +146,29 @@ class HTTPServerProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self._transport = transport
-        self._flow = WriteFlow(transport)
-        if len(self._server.connections) >= self._limits.max_connections:
+        self._flow = FlowControl(transport)
+        if not self._server.admit(self):
+            self.phase = Phase.CLOSED
             transport.write(_canned(503, "too many connections"))
             transport.close()
             return
-        self._server.connections.add(self)
-        self._arm_timer(_TIMER_KEEPALIVE)
+        # Counted from accept: a client that connects and says nothing is
+        # held no longer than one that sends its head slowly.
+        self._timer.set(self._limits.header_timeout_s)
 
     def data_received(self, data: bytes) -> None:
-        self._conn.receive_data(data)
+        phase = self.phase
+        if phase is Phase.LINGER or phase is Phase.CLOSED:
+            return  # discarded
+        self._framer.feed(data)
+        if phase is Phase.IDLE:
+            self.phase = Phase.HEAD
+            self._timer.set(self._limits.header_timeout_s)
         if self._task is None:
             self._process()
-        elif not self._read_paused:
-            self._pipelined_bytes += len(data)
-            if self._pipelined_bytes > self._limits.pipeline_buffer_bytes:
-                self._read_paused = True
-                assert self._transport is not None
-                self._transport.pause_reading()
+        elif self._framer.buffered > self._limits.pipeline_buffer_bytes:
+            assert self._flow is not None
+            self._flow.pause_reading()
 
     def eof_received(self) -> bool | None:
         # A client that half-closes is treated as gone: returning None lets
@@ -151,10 +176,10 @@ class HTTPServerProtocol(asyncio.Protocol):
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._lost = True
+        self.phase = Phase.CLOSED
         self._timer.cancel()
-        self._timer_kind = _TIMER_NONE
-        self._server.connections.discard(self)
+        self._server.forget(self)
+        self._framer.discard()
         if self._flow is not None:
             self._flow.connection_lost()
         if self._task is not None:
@@ -171,72 +196,83 @@ class HTTPServerProtocol(asyncio.Protocol):
     # -- reading -----------------------------------------------------------
 
     def _process(self) -> None:
-        """Handle every event h11 has ready, until a handler must run or h11 needs data."""
+        """Handle every event ready, until a handler must run or more data is needed."""
         conn = self._conn
-        while not self._lost:
-            try:
+        framer = self._framer
+        try:
+            while self.phase is not Phase.CLOSED:
                 event = conn.next_event()
-            except h11.RemoteProtocolError as exc:
-                self._fail(exc.error_status_hint, str(exc) or "malformed request")
-                return
-            if event is h11.NEED_DATA:
-                if conn.their_state is h11.SEND_BODY:
-                    self._arm_timer(_TIMER_BODY)
-                elif self._timer_kind != _TIMER_HEADER and conn.trailing_data[0]:
-                    self._arm_timer(_TIMER_HEADER)
-                return
-            kind = type(event)
-            if kind is h11.Data:
-                if self._handler is not None:
-                    data = cast(h11.Data, event).data
-                    self._body_bytes += len(data)
-                    if self._body_bytes > self._limits.max_body_bytes:
-                        self._fail(413, f"request body over {self._limits.max_body_bytes} bytes")
+                if event is h11.NEED_DATA:
+                    piece = framer.next_piece()
+                    if piece is None:
+                        if self.phase is Phase.BODY:
+                            self._arm_body_deadline()
                         return
-                    self._body.append(data)
-            elif kind is h11.Request:
-                if not self._on_head(cast(h11.Request, event)):
-                    return
-            elif kind is h11.EndOfMessage:
-                self._cancel_timer()
-                if self._early is not None:
-                    self._send_complete(self._early)
-                    if not self._next_cycle():
-                        return
+                    conn.receive_data(piece)
                     continue
-                self._dispatch()
-                return
-            elif kind is h11.ConnectionClosed:
-                self._close()
-                return
-            else:  # PAUSED cannot happen while no handler runs; stop to be safe.
-                return
+                kind = type(event)
+                if kind is h11.Data:
+                    ex = self._ex
+                    data = cast(h11.Data, event).data
+                    ex.body_bytes += len(data)
+                    if ex.handler is not None:
+                        ex.body.append(data)
+                elif kind is h11.Request:
+                    self._on_head(cast(h11.Request, event))
+                elif kind is h11.EndOfMessage:
+                    self._timer.clear()
+                    early = self._ex.early
+                    if early is not None:
+                        self._send_complete(early)
+                        if not self._next_cycle():
+                            return
+                        continue
+                    self._dispatch()
+                    return
+                elif kind is h11.ConnectionClosed:
+                    self._close()
+                    return
+                else:  # PAUSED cannot happen while no handler runs; stop to be safe.
+                    return
+        except FramingError as exc:
+            self._fail(exc.status, exc.message)
+        except h11.RemoteProtocolError as exc:
+            self._fail(exc.error_status_hint, str(exc) or "malformed request")
 
-    def _on_head(self, head: h11.Request) -> bool:
-        self._cancel_timer()
-        self._head = head
-        # h11 bounds the head only while it is incomplete; one that arrived
-        # whole in a single read is measured here.
-        size, length = _measure_head(head)
-        if size > self._limits.max_header_bytes:
-            self._fail(431, f"request head over {self._limits.max_header_bytes} bytes")
-            return False
+    def _on_head(self, head: h11.Request) -> None:
+        length, chunked = check_head(head, self._limits.max_body_bytes)
+        self._framer.start_body(length, chunked)
+        ex = self._ex
+        ex.head = head
         path, _, _query = head.target.partition(b"?")
         found = self._server.router.resolve(head.method.decode("ascii"), path.decode("latin-1"))
         if isinstance(found, Response):
-            self._early = found
-            return True
-        if length > self._limits.max_body_bytes:
-            self._fail(413, f"request body over {self._limits.max_body_bytes} bytes")
-            return False
-        self._handler = found
-        if self._conn.they_are_waiting_for_100_continue:
-            self._write(self._conn.send(h11.InformationalResponse(status_code=100, headers=[])))
-        return True
+            ex.early = found
+        else:
+            ex.handler = found
+            if self._conn.they_are_waiting_for_100_continue:
+                self._write(self._conn.send(h11.InformationalResponse(status_code=100, headers=[])))
+        if length or chunked:
+            self.phase = Phase.BODY
+            ex.body_started = self._loop.time()
+            self._arm_body_deadline()
+
+    def _arm_body_deadline(self) -> None:
+        """The body's deadline: `body_timeout_s` of silence, or too slow on average after the grace."""
+        limits = self._limits
+        ex = self._ex
+        now = self._loop.time()
+        deadline = now + limits.body_timeout_s
+        if limits.min_body_rate > 0:
+            # The moment the average rate would fall below the minimum if nothing more came.
+            due = ex.body_started + max(limits.body_rate_grace_s, ex.body_bytes / limits.min_body_rate)
+            deadline = min(deadline, due)
+        self._timer.set(deadline - now)
 
     def _dispatch(self) -> None:
-        head = self._head
-        handler = self._handler
+        ex = self._ex
+        head = ex.head
+        handler = ex.handler
         assert head is not None and handler is not None
         path, _, query = head.target.partition(b"?")
         request = Request(
@@ -244,11 +280,12 @@ class HTTPServerProtocol(asyncio.Protocol):
             path.decode("latin-1"),
             query.decode("latin-1"),
             head.headers,
-            b"".join(self._body),
+            ex.body[0] if len(ex.body) == 1 else b"".join(ex.body),
             head.http_version.decode("ascii"),
             self,
         )
-        self._body = []
+        ex.body = []
+        self.phase = Phase.HANDLER
         self._task = self._loop.create_task(self._run(handler, request))
 
     # -- handling ----------------------------------------------------------
@@ -291,10 +328,8 @@ class HTTPServerProtocol(asyncio.Protocol):
                 return
             self._send_complete(json_response({"error": "internal server error"}, status=500))
         self._task = None
-        if self._next_cycle() and self._conn.trailing_data[0]:
-            # Pipelined bytes wait in h11's buffer; with none, skip the
-            # next_event() call that could only say NEED_DATA.
-            self._process()
+        if self._next_cycle() and self._framer.buffered:
+            self._process()  # pipelined bytes are waiting
 
     # -- writing -----------------------------------------------------------
 
@@ -308,7 +343,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         headers = response.headers + [(b"content-length", b"%d" % len(body))]
         out = conn.send(h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status)))
         assert out is not None
-        head = self._head
+        head = self._ex.head
         if body and head is not None and head.method != b"HEAD":
             data = conn.send(h11.Data(data=body))
             assert data is not None
@@ -320,7 +355,7 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     async def start(self, status: int, headers: Headers) -> None:
         """Send a streamed response's head (called by `StreamResponse.prepare`)."""
-        if self._lost:
+        if self.phase is Phase.CLOSED:
             raise ClientDisconnected("client disconnected")
         out = self._conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
         assert out is not None
@@ -333,12 +368,12 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def _flush_head(self) -> None:
         head, self._pending_head = self._pending_head, b""
-        if head and not self._lost:
+        if head and self.phase is not Phase.CLOSED:
             self._write(head)
 
     async def write(self, data: bytes) -> None:
         """Send one body piece, then wait while the client's socket is full."""
-        if self._lost:
+        if self.phase is Phase.CLOSED:
             raise ClientDisconnected("client disconnected")
         assert self._transport is not None and self._flow is not None
         pieces = self._conn.send_with_data_passthrough(h11.Data(data=data))
@@ -348,13 +383,16 @@ class HTTPServerProtocol(asyncio.Protocol):
             self._pending_head = b""
         self._transport.writelines(pieces)
         try:
-            await self._flow.drain()
+            await self._flow.drain(self._limits.send_timeout_s)
         except ConnectionResetError:
             raise ClientDisconnected("client disconnected") from None
+        except TimeoutError:
+            self._abort()
+            raise ClientDisconnected(f"client read nothing for {self._limits.send_timeout_s:g} s") from None
 
     def finish(self) -> None:
         """End a streamed response's body."""
-        if self._lost:
+        if self.phase is Phase.CLOSED:
             raise ClientDisconnected("client disconnected")
         end = self._conn.send(h11.EndOfMessage())
         assert end is not None
@@ -367,43 +405,72 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def _next_cycle(self) -> bool:
         """Get ready for the next request on this connection, or close it."""
-        conn = self._conn
-        self._head = None
-        self._handler = None
-        self._early = None
-        self._body = []
-        self._body_bytes = 0
+        self._ex = _Exchange()
         self.head_sent = False
         self._pending_head = b""
-        if self._lost:
+        if self.phase is Phase.CLOSED:
             return False
+        conn = self._conn
         if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
             conn.start_next_cycle()
-            self._pipelined_bytes = 0
-            if self._read_paused:
-                self._read_paused = False
-                assert self._transport is not None
-                self._transport.resume_reading()
-            self._arm_timer(_TIMER_KEEPALIVE)
+            self._framer.next_request()
+            assert self._flow is not None
+            self._flow.resume_reading()
+            if self._framer.buffered:
+                self.phase = Phase.HEAD
+                self._timer.set(self._limits.header_timeout_s)
+            else:
+                self.phase = Phase.IDLE
+                self._timer.set(self._limits.keepalive_timeout_s)
             return True
         self._close()
         return False
 
     def _fail(self, status: int, message: str) -> None:
-        """Answer an unrecoverable request error and close the connection."""
-        if not self.head_sent and not self._lost:
+        """Answer an unrecoverable request error, then close the connection lingering."""
+        if self.phase is Phase.CLOSED:
+            return
+        if not self.head_sent:
             self._write(_canned(status, message))
-        self._close()
+        self._linger()
+
+    def _linger(self) -> None:
+        """Stop writing, discard input for a while, then close.
+
+        Closing with unread input makes the kernel send a reset, and a reset
+        can discard the error answer before the client reads it. Shutting
+        down writing first lets the answer arrive; the client closes its
+        side once it has read it, or `linger_s` runs out.
+        """
+        transport = self._transport
+        assert transport is not None and self._flow is not None
+        self._framer.discard()
+        if not transport.can_write_eof():  # TLS: no half-close
+            self._close()
+            return
+        self.phase = Phase.LINGER
+        self._flow.resume_reading()
+        transport.write_eof()
+        self._timer.set(self._limits.linger_s)
 
     def _close(self) -> None:
-        self._cancel_timer()
+        self.phase = Phase.CLOSED
+        self._timer.clear()
         if self._transport is not None and not self._transport.is_closing():
             self._transport.close()  # flushes what is buffered first
 
     def _abort(self) -> None:
-        self._cancel_timer()
+        self.phase = Phase.CLOSED
+        self._timer.clear()
         if self._transport is not None:
             self._transport.abort()
+
+    def evict(self) -> bool:
+        """Close now unless a request is being handled (the server needs the room)."""
+        if self._task is not None:
+            return False
+        self._abort()
+        return True
 
     def close_if_idle(self) -> bool:
         """Close the connection now if no request is in progress (server shutdown)."""
@@ -422,32 +489,19 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     # -- timers --------------------------------------------------------------
 
-    def _arm_timer(self, kind: int) -> None:
-        limits = self._limits
-        if kind == _TIMER_KEEPALIVE:
-            delay = limits.keepalive_timeout_s
-        elif kind == _TIMER_HEADER:
-            delay = limits.header_timeout_s
-        else:
-            delay = limits.body_timeout_s
-        self._timer_kind = kind
-        self._timer.set(delay)
-
-    def _cancel_timer(self) -> None:
-        self._timer.clear()
-        self._timer_kind = _TIMER_NONE
-
     def _on_timeout(self) -> None:
-        kind = self._timer_kind
-        self._timer_kind = _TIMER_NONE
-        if self._task is not None:
-            return
-        if kind == _TIMER_KEEPALIVE:
-            self._close()  # an idle keep-alive connection ends silently
-        elif kind == _TIMER_HEADER:
-            self._fail(408, "request head not received in time")
-        else:
-            self._fail(408, "request body not received in time")
+        phase = self.phase
+        if phase is Phase.HEAD:
+            if self._framer.buffered:
+                self._fail(408, "request head not received in time")
+            else:
+                self._close()  # nothing was said: nothing to answer
+        elif phase is Phase.BODY:
+            ex = self._ex
+            elapsed = self._loop.time() - ex.body_started
+            self._fail(408, f"request body too slow: {ex.body_bytes} bytes in {elapsed:.1f} s")
+        elif phase is Phase.IDLE or phase is Phase.LINGER:
+            self._close()
 
 
 class HTTPServer:
@@ -456,8 +510,25 @@ class HTTPServer:
     def __init__(self, routes: Iterable[Route], limits: ServerLimits | None = None) -> None:
         self.router = Router(routes)
         self.limits = limits or ServerLimits()
-        self.connections: set[HTTPServerProtocol] = set()
+        # Insertion-ordered: the oldest connection comes first.
+        self.connections: dict[HTTPServerProtocol, None] = {}
         self._server: asyncio.Server | None = None
+
+    def admit(self, conn: HTTPServerProtocol) -> bool:
+        """Count a new connection in, closing the oldest one not handling a request if full."""
+        connections = self.connections
+        if len(connections) >= self.limits.max_connections:
+            for victim in connections:
+                if victim.evict():
+                    del connections[victim]
+                    break
+            else:
+                return False
+        connections[conn] = None
+        return True
+
+    def forget(self, conn: HTTPServerProtocol) -> None:
+        self.connections.pop(conn, None)
 
     async def start(
         self, host: str, port: int, ssl_context: ssl.SSLContext | None = None
