@@ -52,13 +52,36 @@ class State(enum.Enum):
     DONE = "done"  # the request is complete; waiting for `next_request`
 
 
+# Control characters other than HTAB, CR and LF (RFC 9110 section 5.5); h11
+# lets DEL and some others through in field values.
+_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
 def _check_lines(section: bytes | bytearray, what: str) -> None:
-    """Every line of a head or trailer section ends in CRLF, none is folded."""
+    """Every line of a head or trailer section ends in CRLF, none is folded, no control characters."""
     lf = section.count(b"\n")
     if lf != section.count(b"\r\n") or section.count(b"\r") != lf:
         raise FramingError(400, f"bare CR or LF in the {what}: lines must end with CRLF")
     if b"\n " in section or b"\n\t" in section:
         raise FramingError(400, f"obsolete line folding in the {what}")
+    if _CONTROL.search(section) is not None:
+        raise FramingError(400, f"control character in the {what}")
+
+
+def _check_content_length(head: bytes) -> None:
+    """At most one Content-Length line, holding no list.
+
+    Checked on the raw head: h11 folds equal duplicates and "5, 5" into one
+    value before anyone can see them.
+    """
+    lowered = head.lower()
+    start = lowered.find(b"\ncontent-length:")
+    if start < 0:
+        return
+    if lowered.find(b"\ncontent-length:", start + 16) >= 0:
+        raise FramingError(400, "more than one Content-Length")
+    if b"," in head[start : head.find(b"\r\n", start + 1)]:
+        raise FramingError(400, "a list in Content-Length")
 
 
 def check_head(head: h11.Request, max_body_bytes: int) -> tuple[int, bool]:
@@ -89,7 +112,7 @@ def check_head(head: h11.Request, max_body_bytes: int) -> tuple[int, bool]:
         return 0, True
     if length is None:
         return 0, False
-    if lengths > 1 or not length.isdigit():
+    if lengths > 1 or not length.isdigit():  # the framer has refused these already
         raise FramingError(400, "more than one Content-Length")
     size = int(length)
     if size > max_body_bytes:
@@ -175,7 +198,7 @@ class RequestFramer:
         # (some clients send CRLF after a POST body).
         while buf[:2] == b"\r\n":
             del buf[:2]
-        if not buf:
+        if not buf or buf == b"\r":
             return None
         first = buf[0]
         if first < 0x21 or first > 0x7E:
@@ -194,6 +217,7 @@ class RequestFramer:
         head = bytes(buf[:size])
         del buf[:size]
         _check_lines(head, "request head")
+        _check_content_length(head)
         self.state = State.PARSING
         return head
 
