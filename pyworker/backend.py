@@ -33,6 +33,7 @@ from .http.headers import strip_hop_by_hop
 from .http.server import ResponseAborted
 from .metrics import Metrics, Outcome
 from .queue import QueueFull, WorkQueue
+from .http.json_checks import MAX_JSON_DEPTH, JsonBodyError, loads_checked
 from .validation import JsonDataException
 
 log = logging.getLogger("pyworker.backend")
@@ -78,6 +79,7 @@ class Backend:
         self.log_actions = list(log_actions)
         self.max_queue_time = max_queue_time
         self.healthcheck_url = healthcheck_url
+        self.max_json_depth = MAX_JSON_DEPTH
         self.queue = WorkQueue()
         self.metrics = Metrics()
         self._session: ConnectionPool | None = None
@@ -164,9 +166,9 @@ class Backend:
 
     async def _handle(self, handler: EndpointHandler[Any], request: Request) -> Response | StreamResponse:
         try:
-            data = json.loads(request.body)
-        except ValueError:
-            return json_response({"error": "invalid JSON"}, status=422)
+            data = loads_checked(request.body, self.max_json_depth)
+        except JsonBodyError as exc:
+            return json_response({"error": str(exc)}, status=422)
         try:
             auth, payload = handler.get_data_from_request(data)
         except JsonDataException as exc:

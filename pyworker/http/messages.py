@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Mapping, Protocol
 
+from .json_checks import loads_checked
+
 
 Headers = list[tuple[bytes, bytes]]
 HeaderItems = Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
@@ -100,8 +102,9 @@ class Request:
         return None
 
     def json(self) -> Any:
-        """The body parsed as JSON; raises `ValueError` when it is not."""
-        return json.loads(self.body)
+        """The body parsed as JSON; raises `ValueError` when it is not, or when it is
+        JSON the worker refuses (see `json_checks.loads_checked`)."""
+        return loads_checked(self.body)
 
     @property
     def response_started(self) -> bool:
