@@ -38,6 +38,19 @@ DATA_DIR = Path(__file__).resolve().parent / "data"
 MAX_CACHE_ENTRIES = 100_000
 # Below this many unseen pre-tokens a batch call costs more than it saves.
 _BATCH_MIN = 8
+# A long text is counted in slices of about this many characters, so no
+# more than one slice's pre-tokens exist at a time (a 10 MB prompt would
+# otherwise be two million small strings at once).
+SLICE_CHARS = 1 << 16
+# Where no cut is found within this many characters, the pre-tokens of the
+# stretch are taken from the regex one batch at a time instead.
+_CUT_SEARCH_CHARS = 4 * SLICE_CHARS
+_PIECE_BATCH = 4096
+# A safe place to cut: a single space between two non-space characters.
+# No pre-token crosses it (the space opens the next one), so the counts of
+# the two sides add up to the count of the whole. Python's \S is narrower
+# than "not Unicode White_Space", so every cut it finds is safe.
+_CUT = re.compile(r"(?<=\S) (?=\S)")
 # Pre-tokens handed to one `encode_batch` call. The call holds the GIL (about
 # 1 ms for 256), so a huge unseen prompt counted in a worker thread lets the
 # event loop run between calls.
@@ -171,13 +184,16 @@ class TokenCounter:
     def _split(self, text: str) -> list[str]:
         if text.isascii():
             return _ASCII_SPLIT.findall(text)
+        return self._unicode_pattern().findall(text)
+
+    def _unicode_pattern(self) -> re.Pattern[str]:
         pattern = self._unicode_split
         if pattern is None:
             with self._lock:
                 pattern = self._unicode_split
                 if pattern is None:
                     pattern = self._unicode_split = _unicode_split()
-        return pattern.findall(text)
+        return pattern
 
     def _fill(self, pieces: Iterable[str]) -> None:
         cache = self._cache
@@ -201,9 +217,39 @@ class TokenCounter:
         """The number of tokens in `text` (no special tokens added)."""
         if not self.cached:
             return self.encode_count(text)
-        if text.isascii() and _spaces_are_safe(text):
-            return self._count_by_spaces(text)
-        pieces = self._split(text)
+        if len(text) <= SLICE_CHARS:
+            return self._count_slice(text)
+        total = 0
+        start = 0
+        end = len(text)
+        while start < end:
+            stop = start + SLICE_CHARS
+            if stop >= end:
+                return total + self._count_slice(text[start:])
+            cut = _CUT.search(text, stop, stop + _CUT_SEARCH_CHARS)
+            if cut is None:
+                further = _CUT.search(text, stop + _CUT_SEARCH_CHARS)
+                stop = end if further is None else further.start()
+                total += self._count_stretch(text, start, stop)
+            else:
+                stop = cut.start()
+                total += self._count_slice(text[start:stop])
+            start = stop
+        return total
+
+    def _count_stretch(self, text: str, start: int, stop: int) -> int:
+        """Count text[start:stop] (which ends at a cut or at the end) a batch of pre-tokens at a time."""
+        pattern = _ASCII_SPLIT if text.isascii() else self._unicode_pattern()
+        total = 0
+        batch: list[str] = []
+        for match in pattern.finditer(text, start, stop):
+            batch.append(match.group())
+            if len(batch) >= _PIECE_BATCH:
+                total += self._count_pieces(batch)
+                batch = []
+        return total + self._count_pieces(batch)
+
+    def _count_pieces(self, pieces: list[str]) -> int:
         cache = self._cache
         try:
             return sum(map(cache.__getitem__, pieces))
@@ -211,6 +257,11 @@ class TokenCounter:
             pass
         self._fill(pieces)
         return sum(self._get(piece) for piece in pieces)
+
+    def _count_slice(self, text: str) -> int:
+        if text.isascii() and _spaces_are_safe(text):
+            return self._count_by_spaces(text)
+        return self._count_pieces(self._split(text))
 
     def _get(self, piece: str) -> int:
         n = self._cache.get(piece)

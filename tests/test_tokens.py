@@ -8,6 +8,9 @@ import random
 import tempfile
 import unittest
 
+from unittest import mock
+
+from pyworker import tokens
 from pyworker.tokens import TOKENIZER_ENV, TokenCounter
 from pyworker.words import random_words, word_list
 
@@ -72,6 +75,25 @@ class Exactness(unittest.TestCase):
         counter = TokenCounter.gpt2()
         text = " ".join(word_list()[:5000])
         self.assertEqual(counter.count(text), counter.encode_count(text))
+
+    def test_long_texts_counted_in_slices_are_exact(self) -> None:
+        # Tiny slices, so that every kind of text crosses many slice ends:
+        # cuts at spaces, stretches with no cut, runs of whitespace, CJK.
+        rng = random.Random(3)
+        texts = [
+            "".join(corpus()),
+            " ".join(corpus()),
+            "日本語のテキスト、中文。" * 200,
+            "word " * 300 + "x" * 700 + "  two  spaces \n\n " * 50,
+            # Runs of spaces have merged tokens: a cut inside a run changes the count.
+            "code:\n        indented    four     five\tx   y" * 100,
+            "".join(rng.choice("ab \n\t'日1.") for _ in range(5000)),
+        ]
+        with mock.patch.object(tokens, "SLICE_CHARS", 64), mock.patch.object(tokens, "_CUT_SEARCH_CHARS", 256):
+            for text in texts:
+                counter = TokenCounter(self.counter._tok)
+                self.assertEqual(counter.count(text), counter.encode_count(text), text[:80])
+                self.assertEqual(counter.count(text), counter.encode_count(text), text[:80])
 
 
 class OwnTokenizer(unittest.TestCase):
