@@ -13,6 +13,7 @@ import asyncio
 import enum
 import json
 import logging
+import secrets
 from typing import Any, Sequence
 
 from .auth import SignatureChecker
@@ -44,6 +45,48 @@ LARGE_BODY_BYTES = 16 * 1024
 # Largest health or other forwarded answer read whole.
 FORWARD_BODY_BYTES = 1024 * 1024
 DEFAULT_MODEL_SERVER_URL = "http://127.0.0.1:5001"
+# Strings at least this long are escaped apart from the rest of a large body.
+_BIG_STRING_CHARS = 64 * 1024
+
+
+def json_fragments(data: Any) -> list[str]:
+    """The compact JSON text of `data`, as fragments that join to `json.dumps(data)`.
+
+    json.dumps holds a huge string twice at its end: escaped, and inside the
+    joined result. Here each string of `_BIG_STRING_CHARS` or more is
+    escaped on its own and stays a fragment of its own; the rest of the
+    tree is dumped around placeholders, which are unique to this call.
+    """
+    big: list[str] = []
+    mark = "\x00" + secrets.token_hex(8)
+    skeleton = json.dumps(_swap_big_strings(data, big, mark), separators=(",", ":"))
+    if not big:
+        return [skeleton]
+    quoted_mark = json.dumps(mark)[:-1]  # '"\\u0000<hex>', the start of each placeholder
+    parts = skeleton.split(quoted_mark)
+    out = [parts[0]]
+    for part in parts[1:]:
+        index, _, rest = part.partition('"')
+        out.append(json.dumps(big[int(index)]))
+        out.append(rest)
+    return out
+
+
+def _swap_big_strings(value: Any, big: list[str], mark: str) -> Any:
+    """`value` with each long string moved to `big` and replaced by `mark` + its index.
+
+    A plain function on purpose: a recursive closure is a reference cycle,
+    and it would keep the huge strings alive until the cyclic GC runs.
+    """
+    kind = type(value)
+    if kind is str and len(value) >= _BIG_STRING_CHARS:
+        big.append(value)
+        return f"{mark}{len(big) - 1}"
+    if kind is dict:
+        return {k: _swap_big_strings(v, big, mark) for k, v in value.items()}
+    if kind is list:
+        return [_swap_big_strings(v, big, mark) for v in value]
+    return value
 
 
 class LogAction(enum.Enum):
@@ -195,7 +238,12 @@ class Backend:
         try:
             async with ticket:
                 tracker.started()
-                body = json.dumps(handler.generate_payload_json(payload), separators=(",", ":")).encode("utf-8")
+                model_json = handler.generate_payload_json(payload)
+                body: bytes | list[str]
+                if len(request.body) > LARGE_BODY_BYTES:
+                    body = json_fragments(model_json)
+                else:
+                    body = json.dumps(model_json, separators=(",", ":")).encode("utf-8")
                 try:
                     model_response = await self.session.request(
                         "POST", handler.endpoint, body=body, content_type="application/json"

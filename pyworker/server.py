@@ -9,6 +9,7 @@ import signal
 import sys
 from typing import Iterable
 
+from . import process
 from .backend import Backend
 from .config import ConfigError, ReportConfig, WorkerConfig
 from .http import Route
@@ -104,6 +105,8 @@ def start_server(backend: Backend, routes: Iterable[Route], name: str = "") -> N
         raise SystemExit(2) from None
     setup_logging(config.log_level)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
+    process.return_memory_when_freed()
+    process.raise_fd_limit(config.server_limits.max_connections)
     try:
         asyncio.run(serve(backend, list(routes), config, name=name))
     except ConfigError as exc:

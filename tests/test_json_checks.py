@@ -47,5 +47,28 @@ class LoadsChecked(unittest.TestCase):
         self.assertIn("invalid JSON", self.refused(b""))
 
 
+
+class JsonFragments(unittest.TestCase):
+    """A large body's JSON for the model, escaped string by string: the same text as json.dumps."""
+
+    def test_fragments_join_to_json_dumps(self) -> None:
+        from unittest import mock
+
+        from pyworker import backend
+
+        cases: list[object] = [
+            {"prompt": 'hello "q" \\ \n é \U0001f600', "n": 1, "l": ["short", "longer string", {"x": "yyyyyyy"}]},
+            {"a": "\x00abc", "b": "\x00" * 10},
+            ["abcdef", "ab", None, 1.5, True],
+            "abcdefgh",
+            {"k\x00": "v" * 10},
+        ]
+        with mock.patch.object(backend, "_BIG_STRING_CHARS", 5):
+            for case in cases:
+                fragments = backend.json_fragments(case)
+                self.assertEqual("".join(fragments), json.dumps(case, separators=(",", ":")))
+            self.assertGreater(len(backend.json_fragments(cases[0])), 1)  # the big strings stand apart
+
+
 if __name__ == "__main__":
     unittest.main()

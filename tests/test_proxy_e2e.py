@@ -71,7 +71,8 @@ class HelloWorldThroughWorker(unittest.TestCase):
 
     def test_invalid_json_is_422(self) -> None:
         status, _, answer = http_call(self.worker.port, "POST", "/generate", b"{not json")
-        self.assertEqual((status, json.loads(answer)), (422, {"error": "invalid JSON"}))
+        self.assertEqual(status, 422)
+        self.assertTrue(json.loads(answer)["error"].startswith("invalid JSON: Expecting property name"), answer)
 
     def test_missing_and_mistyped_fields_are_422_naming_each(self) -> None:
         data = json.dumps({"auth_data": {"cost": "1"}, "payload": {"max_response_tokens": "ten"}}).encode()

@@ -5,6 +5,8 @@
 - `POST /generate` `{"prompt", "max_response_tokens"}` → `{"generated_text", "tokens"}`
 - `POST /generate_stream` → `text/event-stream`, one token per event, then `data: [DONE]`
 - `GET /healthcheck` → `{"status": "ok"}` (503 while loading)
+- `POST /admin/hang` `{"hang": true}`: from now on every other route takes
+  the request and never answers (a hung model, for tests); `false` undoes it
 
 It writes "infer server has started" to its log once ready. The token
 delay and the time to first token make it behave like a slow model; they
@@ -24,7 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..http import (
+    Handler,
     HTTPServer,
+    ServerLimits,
     Request,
     Response,
     StreamResponse,
@@ -45,6 +49,7 @@ class ModelSettings:
     token_delay_s: float = 0.0
     first_token_s: float = 0.0
     load_time_s: float = 0.0
+    max_body_bytes: int = 64 << 20
 
 
 class StandInModel:
@@ -56,6 +61,7 @@ class StandInModel:
         self.active = 0
         self.max_active = 0
         self.order: list[str] = []  # prompts in the order work began (last 100)
+        self.hung = False
 
     def log(self, line: str) -> None:
         if self.log_path:
@@ -124,6 +130,19 @@ class StandInModel:
             return json_response({"status": "loading"}, status=503)
         return json_response({"status": "ok"})
 
+    def hangable(self, handler: Handler) -> Handler:
+        async def handle(request: Request) -> Response | StreamResponse:
+            if self.hung:
+                await asyncio.Event().wait()  # until the client gives up
+            return await handler(request)
+
+        return handle
+
+    async def set_hang(self, request: Request) -> Response:
+        self.hung = bool(request.json().get("hang"))
+        self.log(f"hang: {self.hung}")
+        return json_response({"hang": self.hung})
+
     async def stats(self, _: Request) -> Response:
         return json_response(
             {"requests": self.requests, "active": self.active, "max_active": self.max_active, "order": self.order}
@@ -134,11 +153,13 @@ async def run(port: int, host: str, settings: ModelSettings, log_path: str | Non
     model = StandInModel(settings, log_path)
     server = HTTPServer(
         [
-            post("/generate", model.generate),
-            post("/generate_stream", model.generate_stream),
-            get("/healthcheck", model.healthcheck),
+            post("/generate", model.hangable(model.generate)),
+            post("/generate_stream", model.hangable(model.generate_stream)),
+            get("/healthcheck", model.hangable(model.healthcheck)),
             get("/stats", model.stats),
-        ]
+            post("/admin/hang", model.set_hang),
+        ],
+        ServerLimits(max_body_bytes=settings.max_body_bytes),
     )
     await server.start(host, port)
     model.log(f"stand-in model loading on {host}:{server.port}")
@@ -159,9 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--token-delay", type=float, default=0.0, help="seconds between tokens")
     parser.add_argument("--first-token", type=float, default=0.0, help="seconds before the first token")
     parser.add_argument("--load-time", type=float, default=0.0, help="seconds before the ready log line")
+    parser.add_argument("--max-body-mb", type=int, default=64, help="largest request body, in MiB")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = ModelSettings(args.tokens, args.token_delay, args.first_token, args.load_time)
+    settings = ModelSettings(args.tokens, args.token_delay, args.first_token, args.load_time, args.max_body_mb << 20)
     run_server("stand-in model", args.host, args.port, run(args.port, args.host, settings, args.log))
 
 

@@ -12,7 +12,7 @@ import asyncio
 import json
 import ssl
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterable, cast
+from typing import Any, AsyncIterator, Iterable, Iterator, Sequence, Union, cast
 from urllib.parse import urlsplit
 
 import h11
@@ -22,6 +22,32 @@ from .timers import Deadline
 from .headers import get_header
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+# Request bodies over this size are sent in slices of it.
+SEND_SLICE_BYTES = 256 * 1024
+
+# A request body: bytes, or text fragments sent UTF-8 encoded (as
+# `json.JSONEncoder.iterencode` makes them: no joined copy of a large body).
+Body = Union[bytes, Sequence[str]]
+
+
+def body_size(body: Body) -> int:
+    """The body's length in bytes on the wire."""
+    if isinstance(body, bytes):
+        return len(body)
+    return sum(len(f) if f.isascii() else len(f.encode("utf-8")) for f in body)
+
+
+def _slices(body: Body) -> Iterator[bytes | memoryview]:
+    if isinstance(body, bytes):
+        view = memoryview(body)
+        for start in range(0, len(body), SEND_SLICE_BYTES):
+            yield view[start : start + SEND_SLICE_BYTES]
+        return
+    for fragment in body:
+        for start in range(0, len(fragment), SEND_SLICE_BYTES):
+            yield fragment[start : start + SEND_SLICE_BYTES].encode("utf-8")
 
 
 class UpstreamError(Exception):
@@ -143,12 +169,31 @@ class _ClientConnection(asyncio.Protocol):
             and self.framing.their_state is h11.IDLE
         )
 
-    def send(self, parts: Iterable[h11.Event]) -> None:
+    async def send(self, head: h11.Request, body: Body) -> None:
+        """Send a request; a large body goes in slices, each written once the socket takes more."""
         if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection closed before the request was sent")
         self.received = 0
-        out = b"".join(cast(bytes, self.framing.send(event)) for event in parts)
-        self.transport.write(out)
+        framing = self.framing
+        transport = self.transport
+        out = framing.send(head)
+        if body_size(body) <= SEND_SLICE_BYTES:
+            data = body if isinstance(body, bytes) else "".join(body).encode("utf-8")
+            if data:
+                out += framing.send(h11.Data(data=data))
+            transport.write(out + framing.send(h11.EndOfMessage()))
+            return
+        # No copy of the whole body is made here: h11 passes each slice
+        # through, and asyncio buffers at most what the socket did not take.
+        transport.write(out)
+        assert self.flow is not None
+        for piece in _slices(body):
+            # h11 types `data` as bytes; a memoryview passes through it untouched.
+            pieces = framing.send_with_data_passthrough(h11.Data(data=cast(bytes, piece)))
+            assert pieces is not None
+            transport.writelines(pieces)
+            await self.flow.drain()
+        transport.write(framing.send(h11.EndOfMessage()))
 
     def poll_event(self) -> h11.Event | type[h11.PAUSED] | None:
         """The next event h11 can make of what has arrived, or None if it needs more."""
@@ -387,7 +432,7 @@ class ConnectionPool:
         self,
         method: str,
         path: str,
-        body: bytes = b"",
+        body: Body = b"",
         headers: Iterable[tuple[str, str]] = (),
         content_type: str | None = None,
     ) -> UpstreamResponse:
@@ -402,12 +447,9 @@ class ConnectionPool:
         if content_type is not None:
             hdrs.append((b"content-type", content_type.encode("latin-1")))
         if body or method not in ("GET", "HEAD"):
-            hdrs.append((b"content-length", b"%d" % len(body)))
+            hdrs.append((b"content-length", b"%d" % body_size(body)))
         target = (self.prefix + path).encode("ascii")
-        events: list[h11.Event] = [h11.Request(method=method, target=target, headers=hdrs)]
-        if body:
-            events.append(h11.Data(data=body))
-        events.append(h11.EndOfMessage())
+        head = h11.Request(method=method, target=target, headers=hdrs)
         retriable = method in IDEMPOTENT_METHODS
         timeout_s = self.limits.read_timeout_s
 
@@ -418,7 +460,7 @@ class ConnectionPool:
                 conn = await self._connect()
             sent = False
             try:
-                conn.send(events)
+                await conn.send(head, body)
                 sent = True
                 while True:
                     event = await conn.next_event(timeout_s)
