@@ -28,6 +28,7 @@ from .http import (
     Response,
     StreamResponse,
     UpstreamError,
+    UpstreamUnhealthy,
     json_response,
 )
 from .http.headers import strip_hop_by_hop
@@ -123,6 +124,8 @@ class Backend:
         self.max_queue_time = max_queue_time
         self.healthcheck_url = healthcheck_url
         self.max_json_depth = MAX_JSON_DEPTH
+        # Why the health check declared the model down, or None while it is not.
+        self.model_down: str | None = None
         self.queue = WorkQueue()
         self.metrics = Metrics()
         self._session: ConnectionPool | None = None
@@ -189,6 +192,24 @@ class Backend:
         except UpstreamError as exc:
             return json_response({"error": str(exc)}, status=exc.status)
 
+    def declare_model_down(self, reason: str, silent_for_s: float) -> None:
+        """The health check gave up on the model: stop waiting on it.
+
+        Requests whose model connection has been silent for `silent_for_s`
+        (they wait on a model that no longer answers anything) end at once
+        with 503, and so does every request that reaches the model until
+        `declare_model_up`. An exchange the model is still sending on is
+        left alone: a slow model is not a hung one.
+        """
+        self.model_down = reason
+        failed = self.session.fail_silent(UpstreamUnhealthy(f"model server is down: {reason}"), silent_for_s)
+        log.warning("model declared down (%s): %d request(s) waiting on it ended with 503", reason, failed)
+
+    def declare_model_up(self) -> None:
+        if self.model_down is not None:
+            self.model_down = None
+            log.info("model healthy again: requests go through")
+
     def check_signature(self, request: Request, auth: Any) -> str | None:
         """None when the request may pass, else why it may not (answered 401).
 
@@ -238,6 +259,8 @@ class Backend:
         try:
             async with ticket:
                 tracker.started()
+                if self.model_down is not None:
+                    return json_response({"error": f"model server is down: {self.model_down}"}, status=503)
                 model_json = handler.generate_payload_json(payload)
                 body: bytes | list[str]
                 if len(request.body) > LARGE_BODY_BYTES:

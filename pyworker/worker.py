@@ -21,7 +21,7 @@ from .backend import Backend, LogAction
 from .benchmark import Benchmark, BenchmarkFailed, BenchmarkStore, benchmark_key
 from .config import ConfigError, WorkerConfig
 from .health import HealthMonitor
-from .http import ClientLimits, ConnectionPool, HTTPServer, Route
+from .http import ClientLimits, HTTPServer, Route
 from .logtail import LogTailer
 from .reports import Autoscaler, Identity, Reporter
 from .status import Phase, WorkerStatus
@@ -139,7 +139,7 @@ class Worker:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self.backend.session.close()
         if self.health is not None:
-            self.health.session.close()
+            self.health.pool.close()
         if self.autoscaler is not None:
             self.autoscaler.close()
         await asyncio.sleep(0)  # let the closed transports finish closing
@@ -258,9 +258,9 @@ class Worker:
         path = self.backend.healthcheck_url
         if path:
             self.status.set_phase(Phase.WAITING_HEALTHY)
-            limits = ClientLimits(connect_timeout_s=10.0, read_timeout_s=10.0, max_idle_connections=1)
-            session = ConnectionPool(self.backend.model_server_url, limits)
-            self.health = HealthMonitor(session, path, self.status, self.config.health_interval_s)
+            self.health = HealthMonitor(
+                self.backend.model_server_url, path, self.status, self.config.health_interval_s, backend=self.backend
+            )
             self._spawn(self.health.run(), "healthcheck")
             await self.health.healthy_once.wait()
         self.status.set_phase(Phase.READY)

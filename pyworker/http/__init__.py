@@ -8,6 +8,7 @@ from .client import (
     UpstreamResponse,
     UpstreamTimeout,
     UpstreamUnavailable,
+    UpstreamUnhealthy,
 )
 from .messages import HTTPError, Request, Response, StreamResponse, json_response
 from .routing import Handler, Route, get, post
@@ -31,6 +32,7 @@ __all__ = [
     "UpstreamResponse",
     "UpstreamTimeout",
     "UpstreamUnavailable",
+    "UpstreamUnhealthy",
     "get",
     "json_response",
     "post",

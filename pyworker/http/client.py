@@ -64,6 +64,12 @@ class UpstreamProtocolError(UpstreamError):
     """The model server broke HTTP or closed the connection mid-response."""
 
 
+class UpstreamUnhealthy(UpstreamError):
+    """The model server was declared down by its health check: nothing is sent or awaited."""
+
+    status = 503
+
+
 class UpstreamTimeout(UpstreamError):
     """The model server did not connect or answer in time."""
 
@@ -102,6 +108,12 @@ class _ClientConnection(asyncio.Protocol):
         self._unread = 0
         # Bytes seen since the current request was sent (0: nothing came back).
         self.received = 0
+        # When the model server last sent something, or was sent a request.
+        self.last_activity = 0.0
+        # Set by `fail()`: raised to whoever reads next.
+        self.failure: UpstreamError | None = None
+        # The pool's set of connections carrying an exchange.
+        self.busy_set: set[_ClientConnection] | None = None
         self._deadline = Deadline(self._loop, self._on_timeout)
         self._timeout_s = limits.read_timeout_s
 
@@ -114,6 +126,7 @@ class _ClientConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.framing.receive_data(data)
         self.received += len(data)
+        self.last_activity = self._loop.time()
         self._unread += len(data)
         if self._unread > self._limits.read_buffer_bytes:
             assert self.flow is not None
@@ -174,6 +187,7 @@ class _ClientConnection(asyncio.Protocol):
         if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection closed before the request was sent")
         self.received = 0
+        self.last_activity = self._loop.time()
         framing = self.framing
         transport = self.transport
         out = framing.send(head)
@@ -199,6 +213,8 @@ class _ClientConnection(asyncio.Protocol):
         """The next event h11 can make of what has arrived, or None if it needs more."""
         # With nothing received since h11 last said NEED_DATA, it would only
         # say so again: skip the call.
+        if self.failure is not None:
+            raise self.failure
         while self._unread or self._eof_fed or self.lost:
             try:
                 event = self.framing.next_event()
@@ -237,6 +253,16 @@ class _ClientConnection(asyncio.Protocol):
             self.transport.abort()
         self.lost = True
         self._deadline.cancel()
+        if self.busy_set is not None:
+            self.busy_set.discard(self)
+
+    def fail(self, exc: UpstreamError) -> None:
+        """End the exchange now with `exc`, for whoever waits on it or reads next."""
+        self.failure = exc
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(exc)
+        self.close()
 
 
 class UpstreamResponse:
@@ -385,6 +411,7 @@ class ConnectionPool:
         self.host_header = parts.netloc.encode("ascii")
         self.limits = limits or ClientLimits()
         self._idle: list[_ClientConnection] = []
+        self._busy: set[_ClientConnection] = set()
 
     async def _connect(self) -> _ClientConnection:
         loop = asyncio.get_running_loop()
@@ -419,6 +446,7 @@ class ConnectionPool:
 
     def release(self, conn: _ClientConnection) -> None:
         """Return a connection whose exchange finished; closed unless reusable."""
+        self._busy.discard(conn)
         state = conn.framing
         if state.our_state is h11.DONE and state.their_state is h11.DONE and not conn.lost:
             state.start_next_cycle()
@@ -458,6 +486,8 @@ class ConnectionPool:
             reused = conn is not None
             if conn is None:
                 conn = await self._connect()
+            conn.busy_set = self._busy
+            self._busy.add(conn)
             sent = False
             try:
                 await conn.send(head, body)
@@ -484,6 +514,14 @@ class ConnectionPool:
                     raise UpstreamProtocolError(f"model server connection failed: {exc}") from None
                 raise
         raise AssertionError("unreachable")
+
+    def fail_silent(self, exc: UpstreamError, silent_for_s: float) -> int:
+        """Fail every exchange the server has sent nothing to for `silent_for_s`; how many."""
+        now = asyncio.get_running_loop().time()
+        stale = [c for c in self._busy if now - c.last_activity >= silent_for_s]
+        for conn in stale:
+            conn.fail(exc)
+        return len(stale)
 
     def close(self) -> None:
         for conn in self._idle:

@@ -57,6 +57,9 @@ backend = Backend(
     model_server_url=MODEL_SERVER_URL,
     allow_parallel_requests=True,
     benchmark_handler=GenerateHandler(benchmark_runs=3, benchmark_words=256),
+    # Polled every PYWORKER_HEALTH_INTERVAL_S: a model that hangs is reported,
+    # and the requests waiting on it end with 503 (see pyworker/health.py).
+    healthcheck_url="/healthcheck",
     log_actions=[
         (LogAction.ModelLoaded, MODEL_SERVER_START_LOG_MSG),
         (LogAction.Info, '"message":"Download'),
