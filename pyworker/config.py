@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from .http import ClientLimits, ServerLimits
+from .http.json_checks import MAX_JSON_DEPTH
 
 
 class ConfigError(Exception):
@@ -134,6 +135,7 @@ class WorkerConfig:
     benchmark_concurrency: int | None
     health_interval_s: float
     server_limits: ServerLimits
+    max_json_depth: int
     client_limits: ClientLimits
     shutdown_grace_s: float
     log_level: str
@@ -185,8 +187,15 @@ class WorkerConfig:
                 keepalive_timeout_s=env_float(
                     e, "PYWORKER_KEEPALIVE_TIMEOUT_S", server_defaults.keepalive_timeout_s, 0.001
                 ),
+                min_body_rate=env_float(e, "PYWORKER_MIN_BODY_RATE", server_defaults.min_body_rate, 0.0),
+                body_rate_grace_s=env_float(
+                    e, "PYWORKER_BODY_RATE_GRACE_S", server_defaults.body_rate_grace_s, 0.0
+                ),
+                send_timeout_s=env_float(e, "PYWORKER_SEND_TIMEOUT_S", server_defaults.send_timeout_s, 0.001),
+                linger_s=env_float(e, "PYWORKER_LINGER_S", server_defaults.linger_s, 0.0),
                 max_connections=env_int(e, "PYWORKER_MAX_CONNECTIONS", server_defaults.max_connections, 1),
             ),
+            max_json_depth=env_int(e, "PYWORKER_MAX_JSON_DEPTH", MAX_JSON_DEPTH, 1),
             client_limits=ClientLimits(
                 connect_timeout_s=env_float(
                     e, "MODEL_CONNECT_TIMEOUT_S", client_defaults.connect_timeout_s, 0.001

@@ -101,6 +101,7 @@ class Worker:
             model_log_file=config.model_log,
             client_limits=config.client_limits,
         )
+        backend.max_json_depth = config.max_json_depth
         if config.unsecured:
             log.warning("UNSECURED=true: requests are NOT checked for the autoscaler's signature")
             backend.signatures = None
