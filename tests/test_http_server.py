@@ -6,7 +6,7 @@ import asyncio
 import json
 import unittest
 
-from pyworker.http import HTTPServer, Request, Response, ServerLimits, StreamResponse, get, post
+from pyworker.http import ClientDisconnected, HTTPServer, Request, Response, ServerLimits, StreamResponse, get, post
 from tests.support import read_response
 
 
@@ -17,11 +17,13 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
         header_timeout_s=0.3,
         body_timeout_s=0.3,
         keepalive_timeout_s=0.5,
+        send_timeout_s=0.3,
         max_connections=4,
     )
 
     async def asyncSetUp(self) -> None:
         self.calls: list[str] = []
+        self.stopped_reading = ""
         self.cancelled = asyncio.Event()
         self.started = asyncio.Event()
 
@@ -49,8 +51,20 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
         async def boom(request: Request) -> Response:
             raise RuntimeError("bug")
 
+        async def flood(request: Request) -> StreamResponse:
+            res = StreamResponse(content_type="application/octet-stream")
+            await res.prepare(request)
+            try:
+                for _ in range(1000):
+                    await res.write(b"x" * 1024 * 1024)
+            except ClientDisconnected as exc:
+                self.stopped_reading = str(exc)
+                raise
+            await res.write_eof()
+            return res
+
         self.server = HTTPServer(
-            [post("/echo", echo), get("/slow", slow), get("/stream", stream), get("/boom", boom)], self.limits
+            [post("/echo", echo), get("/slow", slow), get("/stream", stream), get("/boom", boom), get("/flood", flood)], self.limits
         )
         await self.server.start("127.0.0.1", 0)
 
@@ -243,6 +257,14 @@ class SlowAndIdleClients(ServerCase):
 
 
 class Disconnects(ServerCase):
+    async def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(b"GET /flood HTTP/1.1\r\nHost: x\r\n\r\n")
+        await asyncio.sleep(1.5)  # reading nothing while the handler writes
+        self.assertIn("read nothing for 0.3 s", self.stopped_reading)
+        self.assertEqual(len(self.server.connections), 0)
+        writer.close()
+
     async def test_client_disconnect_cancels_the_running_handler(self) -> None:
         reader, writer = await self.connect()
         writer.write(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
