@@ -9,11 +9,17 @@ import resource
 log = logging.getLogger("pyworker")
 
 # glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD = -1
 _M_MMAP_THRESHOLD = -3
 _M_ARENA_MAX = -8
 # Blocks from this size up are mapped on their own, so freeing one returns it
-# to the system at once.
-MMAP_THRESHOLD_BYTES = 256 * 1024
+# to the system at once. Above asyncio's 256 KiB read buffer, which is
+# allocated on every read: mapping that each time costs two system calls.
+# Fixing it also fixes the heap's trim threshold (128 KiB by default), so
+# that is raised too: else each such buffer freed at the heap's top would
+# shrink the heap, and the next read grow it again.
+TRIM_THRESHOLD_BYTES = 8 * 1024 * 1024
+MMAP_THRESHOLD_BYTES = 1024 * 1024
 # File descriptors kept beyond the client connection limit: the model
 # server's connections, the log file, reports.
 SPARE_FDS = 256
@@ -32,7 +38,11 @@ def return_memory_when_freed() -> bool:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) and bool(mallopt(_M_ARENA_MAX, 2))
+    return (
+        bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+        and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
+        and bool(mallopt(_M_ARENA_MAX, 2))
+    )
 
 
 def raise_fd_limit(max_connections: int) -> None:

@@ -214,6 +214,19 @@ class SlowAndIdleClients(ServerCase):
         self.assertEqual(await reader.read(), b"")
         writer.close()
 
+    async def test_a_partial_head_on_a_kept_alive_connection_gets_408(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")
+        self.assertEqual((await read_response(reader))[0], 200)
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\n")
+        started = asyncio.get_running_loop().time()
+        status, _, body = await asyncio.wait_for(read_response(reader), 2)
+        self.assertEqual(status, 408)
+        self.assertIn("head", json.loads(body)["error"])
+        # The header deadline (0.3 s), not the keep-alive one (0.5 s) from the last answer.
+        self.assertLess(asyncio.get_running_loop().time() - started, 0.45)
+        writer.close()
+
     async def test_stalled_body_gets_408(self) -> None:
         reader, writer = await self.connect()
         writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nabc")

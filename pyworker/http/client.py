@@ -182,8 +182,8 @@ class _ClientConnection(asyncio.Protocol):
             and self.framing.their_state is h11.IDLE
         )
 
-    async def send(self, head: h11.Request, body: Body) -> None:
-        """Send a request; a large body goes in slices, each written once the socket takes more."""
+    def send(self, head: h11.Request, body: Body) -> bool:
+        """Send a request whole if its body is small; False if it is large, for `send_large`."""
         if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection closed before the request was sent")
         self.received = 0
@@ -196,11 +196,19 @@ class _ClientConnection(asyncio.Protocol):
             if data:
                 out += framing.send(h11.Data(data=data))
             transport.write(out + framing.send(h11.EndOfMessage()))
-            return
-        # No copy of the whole body is made here: h11 passes each slice
-        # through, and asyncio buffers at most what the socket did not take.
+            return True
         transport.write(out)
-        assert self.flow is not None
+        return False
+
+    async def send_large(self, body: Body) -> None:
+        """Send the body of a request whose head `send` wrote, in slices, each once the socket takes more.
+
+        No copy of the whole body is made: h11 passes each slice through,
+        and asyncio buffers at most what the socket did not take.
+        """
+        framing = self.framing
+        transport = self.transport
+        assert transport is not None and self.flow is not None
         for piece in _slices(body):
             # h11 types `data` as bytes; a memoryview passes through it untouched.
             pieces = framing.send_with_data_passthrough(h11.Data(data=cast(bytes, piece)))
@@ -490,7 +498,8 @@ class ConnectionPool:
             self._busy.add(conn)
             sent = False
             try:
-                await conn.send(head, body)
+                if not conn.send(head, body):
+                    await conn.send_large(body)
                 sent = True
                 while True:
                     event = await conn.next_event(timeout_s)

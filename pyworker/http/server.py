@@ -137,6 +137,8 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._task: asyncio.Task[None] | None = None
         self._timer = Deadline(self._loop, self._on_timeout)
         self.phase = Phase.HEAD
+        # True once the current head's deadline is set (from accept, for the first).
+        self._head_due = True
         self._ex = _Exchange()
         self.head_sent = False
         self._pending_head = b""
@@ -162,8 +164,9 @@ class HTTPServerProtocol(asyncio.Protocol):
             return  # discarded
         self._framer.feed(data)
         if phase is Phase.IDLE:
+            # The head deadline is armed only if this turns out to be part of a head.
             self.phase = Phase.HEAD
-            self._timer.set(self._limits.header_timeout_s)
+            self._head_due = False
         if self._task is None:
             self._process()
         elif self._framer.buffered > self._limits.pipeline_buffer_bytes:
@@ -200,13 +203,22 @@ class HTTPServerProtocol(asyncio.Protocol):
         conn = self._conn
         framer = self._framer
         try:
+            # Handed over before asking h11, which would only say NEED_DATA.
+            piece = framer.next_piece()
+            if piece is not None:
+                conn.receive_data(piece)
             while self.phase is not Phase.CLOSED:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
                     piece = framer.next_piece()
                     if piece is None:
+                        # Waiting for more: only now is a deadline worth arming
+                        # (a request that arrives whole never touches the timer).
                         if self.phase is Phase.BODY:
                             self._arm_body_deadline()
+                        elif not self._head_due and framer.buffered:
+                            self._head_due = True
+                            self._timer.set(self._limits.header_timeout_s)
                         return
                     conn.receive_data(piece)
                     continue
@@ -241,7 +253,11 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     def _on_head(self, head: h11.Request) -> None:
         length, chunked = check_head(head, self._limits.max_body_bytes)
-        self._framer.start_body(length, chunked)
+        framer = self._framer
+        framer.start_body(length, chunked)
+        piece = framer.next_piece()  # what of the body has arrived, at once
+        if piece is not None:
+            self._conn.receive_data(piece)
         ex = self._ex
         ex.head = head
         path, _, _query = head.target.partition(b"?")
@@ -255,7 +271,6 @@ class HTTPServerProtocol(asyncio.Protocol):
         if length or chunked:
             self.phase = Phase.BODY
             ex.body_started = self._loop.time()
-            self._arm_body_deadline()
 
     def _arm_body_deadline(self) -> None:
         """The body's deadline: `body_timeout_s` of silence, or too slow on average after the grace."""
@@ -418,7 +433,7 @@ class HTTPServerProtocol(asyncio.Protocol):
             self._flow.resume_reading()
             if self._framer.buffered:
                 self.phase = Phase.HEAD
-                self._timer.set(self._limits.header_timeout_s)
+                self._head_due = False
             else:
                 self.phase = Phase.IDLE
                 self._timer.set(self._limits.keepalive_timeout_s)
