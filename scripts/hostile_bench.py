@@ -6,9 +6,10 @@
 Starts the stand-in model and the hello_world worker (production defaults:
 10 s head deadline from accept, 240 B/s minimum body rate after 5 s, 2048
 connections), then for each attack sends valid requests at a steady rate
-while the attack runs and prints their success rate and latency:
+while the attack runs and prints their success rate and latency, and how
+many attack connections the worker closed, after how long:
 
-- idle: 2,000 connections that never send a byte
+- idle: 2,100 connections that never send a byte (the limit is 2,048)
 - slowloris: 200 connections sending a header line at 1 byte/s
 - slow bodies: 20 requests sending their body at 1 byte/s
 
@@ -37,7 +38,7 @@ from pyworker.loadtest.stats import percentile  # noqa: E402
 from tests.support import ModelProcess, WorkerProcess, body, post_bytes, wait_for  # noqa: E402
 
 VALID_RPS = 20
-Attack = Callable[[int, asyncio.Event], Coroutine[Any, Any, None]]
+Attack = Callable[[int, asyncio.Event, list[float]], Coroutine[Any, Any, None]]
 
 
 def rss_mb(pid: int) -> tuple[float, float]:
@@ -91,64 +92,52 @@ async def valid_traffic(port: int, seconds: float) -> tuple[int, int, list[float
     return len(tasks), ok, latencies
 
 
-async def idle(port: int, stop: asyncio.Event) -> None:
-    """2,000 connections that say nothing; each reconnects when the worker closes it."""
+async def hold(port: int, stop: asyncio.Event, held: list[float], opening: bytes = b"", drip: bytes = b"") -> None:
+    """One attack connection: send `opening`, then a byte of `drip` a second; reconnect when the worker closes it.
 
-    async def hold() -> None:
-        while not stop.is_set():
-            try:
-                reader, writer = await asyncio.open_connection("127.0.0.1", port)
-            except OSError:
-                await asyncio.sleep(0.5)
-                continue
-            try:
-                stop_wait = asyncio.create_task(stop.wait())
-                closed = asyncio.create_task(reader.read())
-                await asyncio.wait([stop_wait, closed], return_when=asyncio.FIRST_COMPLETED)
-                stop_wait.cancel()
-                closed.cancel()
-            finally:
-                writer.close()
+    How long the worker let each closed connection live goes into `held`.
+    """
+    while not stop.is_set():
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        except OSError:
+            await asyncio.sleep(0.5)
+            continue
+        opened = time.monotonic()
+        closed = asyncio.ensure_future(reader.read())
+        stopping = asyncio.ensure_future(stop.wait())
+        try:
+            writer.write(opening)
+            while not closed.done() and not stop.is_set():
+                await asyncio.wait([closed, stopping], timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+                if drip and not closed.done():
+                    writer.write(drip)
+            if closed.done():
+                held.append(time.monotonic() - opened)
+        except OSError:
+            held.append(time.monotonic() - opened)
+        finally:
+            closed.cancel()
+            stopping.cancel()
+            writer.close()
 
-    await asyncio.gather(*(hold() for _ in range(2000)))
 
-
-def trickler(count: int, opening: bytes, drip: bytes) -> Attack:
-    """`count` connections that send `opening`, then one byte of `drip` a second, reconnecting when closed."""
-
-    async def attack(port: int, stop: asyncio.Event) -> None:
-        async def one() -> None:
-            while not stop.is_set():
-                try:
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                except OSError:
-                    await asyncio.sleep(0.5)
-                    continue
-                try:
-                    writer.write(opening)
-                    while not stop.is_set() and not writer.is_closing():
-                        await asyncio.sleep(1)
-                        writer.write(drip)
-                        await writer.drain()
-                except OSError:
-                    pass
-                finally:
-                    writer.close()
-
-        await asyncio.gather(*(one() for _ in range(count)))
+def attack_of(count: int, opening: bytes = b"", drip: bytes = b"") -> Attack:
+    async def attack(port: int, stop: asyncio.Event, held: list[float]) -> None:
+        await asyncio.gather(*(hold(port, stop, held, opening, drip) for _ in range(count)))
 
     return attack
 
 
-async def no_attack(port: int, stop: asyncio.Event) -> None:
+async def no_attack(port: int, stop: asyncio.Event, held: list[float]) -> None:
     await stop.wait()
 
 
 ATTACKS: dict[str, Attack] = {
     "none": no_attack,
-    "idle: 2,000 silent connections": idle,
-    "slowloris: 200 heads at 1 B/s": trickler(200, b"POST /generate HTTP/1.1\r\nHost: a\r\nX-Slow: ", b"a"),
-    "slow bodies: 20 at 1 B/s": trickler(
+    "idle: 2,100 silent connections": attack_of(2100),
+    "slowloris: 200 heads at 1 B/s": attack_of(200, b"POST /generate HTTP/1.1\r\nHost: a\r\nX-Slow: ", b"a"),
+    "slow bodies: 20 at 1 B/s": attack_of(
         20, b"POST /generate HTTP/1.1\r\nHost: a\r\nContent-Length: 1000000\r\n\r\n{", b" "
     ),
 }
@@ -156,17 +145,22 @@ ATTACKS: dict[str, Attack] = {
 
 async def run_attacks(port: int, seconds: float) -> None:
     print(f"valid requests at {VALID_RPS}/s on new connections during each attack ({seconds:g} s):")
-    print(f"  {'attack':<34} {'succeeded':>12} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}")
+    print(f"  {'attack':<34} {'succeeded':>12} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8}   attack connections closed")
     for name, attack in ATTACKS.items():
         stop = asyncio.Event()
-        attacking = asyncio.create_task(attack(port, stop))
+        held: list[float] = []
+        attacking = asyncio.create_task(attack(port, stop, held))
         await asyncio.sleep(1.0)  # let the attack take hold
         sent, ok, lat = await valid_traffic(port, seconds)
         stop.set()
         await asyncio.wait_for(attacking, 30)
         p50, p99 = percentile(lat, 0.5) or 0.0, percentile(lat, 0.99) or 0.0
         top = max(lat, default=0.0)
-        print(f"  {name:<34} {ok:>5}/{sent:<5} {100 * ok / sent:4.0f}% {p50:8.1f} {p99:8.1f} {top:8.1f}", flush=True)
+        closed = f"{len(held)}, after {percentile(held, 0.5):.1f} s (median)" if held else "none"
+        print(
+            f"  {name:<34} {ok:>5}/{sent:<5} {100 * ok / sent:4.0f}% {p50:8.1f} {p99:8.1f} {top:8.1f}   {closed}",
+            flush=True,
+        )
         await asyncio.sleep(2)
 
 

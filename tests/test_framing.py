@@ -13,16 +13,42 @@ MAX_HEAD = 1024
 MAX_BODY = 10_000
 
 
-def frame(data: bytes, split: int | None = None) -> list[Any]:
+def record(conn: h11.Connection, event: Any, events: list[Any]) -> bool:
+    """Add `event` to `events` (data joined); False when no more events can come.
+
+    After a request's end it answers, as the server does, so the next
+    request on the connection can be read.
+    """
+    if isinstance(event, h11.Request):
+        events.append(("request", event.method, event.target))
+    elif isinstance(event, h11.Data):
+        if events and events[-1][0] == "data":
+            events[-1] = ("data", events[-1][1] + bytes(event.data))
+        else:
+            events.append(("data", bytes(event.data)))
+    elif isinstance(event, h11.EndOfMessage):
+        events.append(("end", list(event.headers)))
+        conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
+        conn.send(h11.EndOfMessage())
+        if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+            return False
+        conn.start_next_cycle()
+    else:
+        return False
+    return True
+
+
+def frame(data: bytes, split: int | None = None, parts: list[bytes] | None = None) -> list[Any]:
     """Events from `data` through the framer and h11 as the server drives them.
 
-    `split`: feed the bytes in two parts at that offset. Ends with the
+    `split`: feed the bytes in two parts at that offset (or as `parts`). Ends with the
     FramingError or h11 error (status, message) when there is one.
     """
     framer = RequestFramer(MAX_HEAD, MAX_BODY)
     conn = h11.Connection(h11.SERVER)
     events: list[Any] = []
-    parts = [data] if split is None else [data[:split], data[split:]]
+    if parts is None:
+        parts = [data] if split is None else [data[:split], data[split:]]
     try:
         for part in parts:
             framer.feed(part)
@@ -35,25 +61,13 @@ def frame(data: bytes, split: int | None = None) -> list[Any]:
                     conn.receive_data(piece)
                     continue
                 if isinstance(event, h11.Request):
-                    length, chunked = check_head(event, MAX_BODY)
-                    framer.start_body(length, chunked)
-                    events.append(("request", event.method, event.target))
-                elif isinstance(event, h11.Data):
-                    if events and events[-1][0] == "data":
-                        events[-1] = ("data", events[-1][1] + bytes(event.data))
-                    else:
-                        events.append(("data", bytes(event.data)))
-                elif isinstance(event, h11.EndOfMessage):
-                    events.append(("end", list(event.headers)))
-                    # Answer so the next request can be read, as the server does.
-                    conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
-                    conn.send(h11.EndOfMessage())
-                    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
+                    framer.start_body(*check_head(event, MAX_BODY))
+                if not record(conn, event, events):
+                    if isinstance(event, h11.EndOfMessage):
                         return events
-                    conn.start_next_cycle()
-                    framer.next_request()
-                else:
                     break
+                if isinstance(event, h11.EndOfMessage):
+                    framer.next_request()
     except FramingError as exc:
         events.append(("error", exc.status, exc.message))
     except h11.RemoteProtocolError as exc:
@@ -194,24 +208,8 @@ def h11_alone(data: bytes) -> list[Any]:
     conn = h11.Connection(h11.SERVER)
     conn.receive_data(data.removeprefix(b"\r\n"))  # h11 refuses a leading empty line
     events: list[Any] = []
-    while True:
-        event = conn.next_event()
-        if isinstance(event, h11.Request):
-            events.append(("request", event.method, event.target))
-        elif isinstance(event, h11.Data):
-            if events and events[-1][0] == "data":
-                events[-1] = ("data", events[-1][1] + bytes(event.data))
-            else:
-                events.append(("data", bytes(event.data)))
-        elif isinstance(event, h11.EndOfMessage):
-            events.append(("end", list(event.headers)))
-            conn.send(h11.Response(status_code=200, headers=[("content-length", "0")]))
-            conn.send(h11.EndOfMessage())
-            if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                break
-            conn.start_next_cycle()
-        else:
-            break
+    while record(conn, conn.next_event(), events):
+        pass
     return events
 
 
@@ -227,27 +225,9 @@ class SameAsH11(unittest.TestCase):
                     self.assertEqual(frame(data, split), expected)
 
     def test_byte_by_byte(self) -> None:
-        framer = RequestFramer(MAX_HEAD, MAX_BODY)
-        conn = h11.Connection(h11.SERVER)
-        body = b""
-        data = VALID[1]
-        for i in range(len(data)):
-            framer.feed(data[i : i + 1])
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    piece = framer.next_piece()
-                    if piece is None:
-                        break
-                    conn.receive_data(piece)
-                elif isinstance(event, h11.Request):
-                    framer.start_body(*check_head(event, MAX_BODY))
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                else:
-                    break
-        self.assertEqual(body, b"hello world")
-        self.assertIs(conn.their_state, h11.DONE)
+        for data in VALID + [PIPELINE]:
+            with self.subTest(data=data[:40]):
+                self.assertEqual(frame(data, parts=[data[i : i + 1] for i in range(len(data))]), h11_alone(data))
 
     def test_bytes_of_the_next_request_wait_in_the_framer(self) -> None:
         framer = RequestFramer(MAX_HEAD, MAX_BODY)
