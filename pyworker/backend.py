@@ -26,13 +26,13 @@ from .http import (
     Handler,
     Request,
     Response,
+    ResponseAborted,
     StreamResponse,
     UpstreamError,
     UpstreamUnhealthy,
     json_response,
 )
-from .http.headers import strip_hop_by_hop
-from .http.server import ResponseAborted
+from .http.headers import passthrough_headers
 from .metrics import Metrics, Outcome
 from .queue import QueueFull, WorkQueue
 from .http.json_checks import MAX_JSON_DEPTH, JsonBodyError, loads_checked
@@ -187,7 +187,7 @@ class Backend:
         try:
             async with await self.session.request(method, path) as res:
                 body = await res.read(FORWARD_BODY_BYTES)
-                headers = [(k, v) for k, v in strip_hop_by_hop(res.headers) if k != b"content-length"]
+                headers = passthrough_headers(res.headers)
                 return Response(body, status=res.status, headers=headers)
         except UpstreamError as exc:
             return json_response({"error": str(exc)}, status=exc.status)
@@ -210,7 +210,7 @@ class Backend:
             self.model_down = None
             log.info("model healthy again: requests go through")
 
-    def check_signature(self, request: Request, auth: Any) -> str | None:
+    def check_signature(self, auth: Any) -> str | None:
         """None when the request may pass, else why it may not (answered 401).
 
         `auth` is the request's `auth_data` object as received (field order
@@ -237,7 +237,7 @@ class Backend:
             auth, payload = handler.get_data_from_request(data)
         except JsonDataException as exc:
             return json_response(exc.message, status=422)
-        refusal = self.check_signature(request, data[handler.AUTH_KEY])
+        refusal = self.check_signature(data[handler.AUTH_KEY])
         if refusal is not None:
             return json_response({"error": refusal}, status=401)
 

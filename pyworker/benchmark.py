@@ -55,6 +55,12 @@ def best_throughput(rounds: list[RoundResult]) -> float:
 
 
 class Benchmark:
+    """Measures the model's throughput: a warm-up request, then rounds of concurrent requests.
+
+    A round's throughput is the workload of its successful requests over the time
+    until their bodies ended; `run()` returns the best round's.
+    """
+
     def __init__(
         self,
         session: ConnectionPool,

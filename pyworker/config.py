@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Callable, Mapping, TypeVar
 
 from .http import ClientLimits, ServerLimits
 from .http.json_checks import MAX_JSON_DEPTH
@@ -34,30 +34,28 @@ def env_required(env: Mapping[str, str], name: str, what: str) -> str:
     return value
 
 
-def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+N = TypeVar("N", int, float)
+
+
+def _env_number(env: Mapping[str, str], name: str, default: N, minimum: N, parse: Callable[[str], N], kind: str) -> N:
     raw = _get(env, name)
     if raw is None:
         return default
     try:
-        value = int(raw)
+        value = parse(raw)
     except ValueError:
-        raise ConfigError(f"{name} must be a whole number, not {raw!r}") from None
-    if value < minimum:
-        raise ConfigError(f"{name} must be at least {minimum}, not {value}")
-    return value
-
-
-def env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = _get(env, name)
-    if raw is None:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
+        raise ConfigError(f"{name} must be {kind}, not {raw!r}") from None
     if not value >= minimum:  # also refuses NaN
         raise ConfigError(f"{name} must be at least {minimum:g}, not {raw}")
     return value
+
+
+def env_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    return _env_number(env, name, default, minimum, int, "a whole number")
+
+
+def env_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    return _env_number(env, name, default, minimum, float, "a number")
 
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -139,10 +137,6 @@ class WorkerConfig:
     client_limits: ClientLimits
     shutdown_grace_s: float
     log_level: str
-
-    @property
-    def report_addrs(self) -> tuple[str, ...]:
-        return self.reports.addrs
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:

@@ -11,7 +11,7 @@ import dataclasses
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from .http import Request, Response, StreamResponse, UpstreamResponse
-from .http.headers import strip_hop_by_hop
+from .http.headers import passthrough_headers
 from .validation import JsonDataException, from_dict
 
 __all__ = ["ApiPayload", "AuthData", "EndpointHandler", "JsonDataException"]
@@ -146,7 +146,7 @@ class EndpointHandler(abc.ABC, Generic[Payload_T]):
         The default passes status, headers and body through; a streamed or
         large body goes out piece by piece as it arrives from the model.
         """
-        headers = [(k, v) for k, v in strip_hop_by_hop(model_response.headers) if k != b"content-length"]
+        headers = passthrough_headers(model_response.headers)
         length = model_response.content_length
         if not model_response.is_streaming and length is not None and length <= INLINE_BODY_BYTES:
             body = await model_response.read()

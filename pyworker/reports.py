@@ -91,6 +91,12 @@ class Autoscaler:
 
 
 class Reporter:
+    """Sends `/worker_status/` and `/delete_requests/` to the autoscaler on the protocol's cadence.
+
+    Counters are reduced only by what a delivered report carried, so nothing
+    counted meanwhile is lost; undelivered records wait, bounded.
+    """
+
     def __init__(
         self,
         autoscaler: Autoscaler,

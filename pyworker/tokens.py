@@ -110,7 +110,8 @@ class TokenCounter:
         self._lead: dict[str, int] = {}
         self._unicode_split: re.Pattern[str] | None = None
         self._lock = threading.Lock()
-        self.cached = self._is_plain_byte_level(tokenizer)
+        # True when counts may be cached per pre-token and stay exact.
+        self.exact_cache = self._is_plain_byte_level(tokenizer)
 
     @staticmethod
     def _is_plain_byte_level(tokenizer: Tokenizer) -> bool:
@@ -173,7 +174,7 @@ class TokenCounter:
 
     def warm_up(self) -> None:
         """Do the one-time work now (about 0.3 s) instead of in the first request."""
-        if self.cached:
+        if self.exact_cache:
             self._split("\u00e9")
             self.count("warm up")
 
@@ -215,7 +216,7 @@ class TokenCounter:
 
     def count(self, text: str) -> int:
         """The number of tokens in `text` (no special tokens added)."""
-        if not self.cached:
+        if not self.exact_cache:
             return self.encode_count(text)
         if len(text) <= SLICE_CHARS:
             return self._count_slice(text)

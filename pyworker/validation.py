@@ -29,7 +29,8 @@ class JsonDataException(Exception):
         self.message = message
 
 
-def _type_name(value: Any) -> str:
+def json_type_name(value: Any) -> str:
+    """How a parsed JSON value's type is named in error messages."""
     return "null" if value is None else type(value).__name__
 
 
@@ -76,7 +77,7 @@ def _check_for(annotation: Any) -> _Check:
         return lambda value: None
     allowed, names = spec
     # An exact type test: json.loads makes only these types, and it keeps bool apart from int.
-    return lambda value: None if type(value) in allowed else f"expected {names}, got {_type_name(value)}"
+    return lambda value: None if type(value) in allowed else f"expected {names}, got {json_type_name(value)}"
 
 
 @lru_cache(maxsize=None)
@@ -94,7 +95,7 @@ def _fields(cls: type) -> tuple[tuple[str, bool, _Check], ...]:
 def field_errors(cls: type, data: Any) -> dict[str, str]:
     """Each field of dataclass `cls` that `data` lacks or has of the wrong type."""
     if not isinstance(data, dict):
-        return {"": f"expected a JSON object, got {_type_name(data)}"}
+        return {"": f"expected a JSON object, got {json_type_name(data)}"}
     errors: dict[str, str] = {}
     for name, required, check in _fields(cls):
         if name not in data:

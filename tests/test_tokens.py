@@ -50,7 +50,7 @@ class Exactness(unittest.TestCase):
         cls.counter = TokenCounter.gpt2()
 
     def test_the_shipped_tokenizer_takes_the_cached_path(self) -> None:
-        self.assertTrue(self.counter.cached)
+        self.assertTrue(self.counter.exact_cache)
 
     def test_counts_equal_encode_on_a_mixed_corpus(self) -> None:
         counter = self.counter
@@ -105,7 +105,7 @@ class OwnTokenizer(unittest.TestCase):
         spec["normalizer"] = {"type": "Lowercase"}
         tok = Tokenizer.from_str(json.dumps(spec))
         counter = TokenCounter(tok)
-        self.assertFalse(counter.cached)
+        self.assertFalse(counter.exact_cache)
         self.assertEqual(counter.count("HELLO World"), base.count("hello world"))
 
     def test_env_var_names_the_tokenizer_file(self) -> None:
@@ -114,7 +114,7 @@ class OwnTokenizer(unittest.TestCase):
             path = os.path.join(tmp, "tokenizer.json")
             base._tok.save(path)
             counter = TokenCounter.from_file(path)
-            self.assertTrue(counter.cached)
+            self.assertTrue(counter.exact_cache)
             self.assertEqual(counter.count("any text at all"), base.count("any text at all"))
 
     def test_missing_tokenizer_file_is_named(self) -> None:

@@ -32,6 +32,12 @@ def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes
     return [(k, v) for k, v in items if k not in named]
 
 
+def passthrough_headers(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """An upstream response's headers as sent on to the client: no hop-by-hop ones,
+    no Content-Length (the server frames the body it sends)."""
+    return [(k, v) for k, v in strip_hop_by_hop(headers) if k != b"content-length"]
+
+
 def get_header(headers: Iterable[tuple[bytes, bytes]], name: bytes) -> bytes | None:
     """The first value of the lower-case header `name`, or None."""
     for key, value in headers:

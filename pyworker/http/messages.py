@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any, Iterable, Mapping, Protocol
 
+from .headers import get_header
 from .json_checks import loads_checked
 
 
@@ -95,11 +96,8 @@ class Request:
 
     def header(self, name: str) -> str | None:
         """The first value of header `name` (case-insensitive), or None."""
-        wanted = name.lower().encode("latin-1")
-        for key, value in self.headers:
-            if key == wanted:
-                return value.decode("latin-1")
-        return None
+        value = get_header(self.headers, name.lower().encode("latin-1"))
+        return None if value is None else value.decode("latin-1")
 
     def json(self) -> Any:
         """The body parsed as JSON; raises `ValueError` when it is not, or when it is

@@ -36,9 +36,10 @@ class Router:
         self._table: dict[str, dict[str, Handler]] = {}
         for route in routes:
             methods = self._table.setdefault(route.path, {})
-            if route.method in methods:
-                raise ValueError(f"two handlers for {route.method} {route.path}")
-            methods[route.method.upper()] = route.handler
+            method = route.method.upper()
+            if method in methods:
+                raise ValueError(f"two handlers for {method} {route.path}")
+            methods[method] = route.handler
 
     def resolve(self, method: str, path: str) -> Handler | Response:
         methods = self._table.get(path)

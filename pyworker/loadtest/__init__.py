@@ -38,6 +38,8 @@ PayloadFactory = Callable[[], ApiPayload]
 
 
 class LoadTest:
+    """Open-loop arrivals: request i starts at i / rps seconds, routed by the autoscaler, sent to the worker it names."""
+
     def __init__(
         self,
         autoscaler_url: str,

@@ -18,16 +18,13 @@ from typing import Any, ClassVar
 
 from pyworker import ApiPayload, JsonDataException, count_tokens, random_words
 from pyworker.config import env_int
+from pyworker.validation import json_type_name
 
 CHAT_TOKENS_PER_MESSAGE = 4
 
 
 def default_max_tokens() -> int:
     return env_int(os.environ, "OPENAI_DEFAULT_MAX_TOKENS", 256, minimum=1)
-
-
-def _type_name(value: Any) -> str:
-    return "null" if value is None else type(value).__name__
 
 
 def _int_or_null(value: Any) -> bool:
@@ -67,14 +64,14 @@ class OpenAIPayload(ApiPayload):
         errors: dict[str, str] = {}
         for field in ("max_tokens", "max_completion_tokens", "n", "seed"):
             if field in body and not _int_or_null(body[field]):
-                errors[field] = f"expected a whole number >= 0 or null, got {_type_name(body[field])}"
+                errors[field] = f"expected a whole number >= 0 or null, got {json_type_name(body[field])}"
         for field in ("temperature", "top_p", "presence_penalty", "frequency_penalty"):
             if field in body and not _number_or_null(body[field]):
-                errors[field] = f"expected a number or null, got {_type_name(body[field])}"
+                errors[field] = f"expected a number or null, got {json_type_name(body[field])}"
         if "stream" in body and not isinstance(body["stream"], (bool, type(None))):
-            errors["stream"] = f"expected true or false, got {_type_name(body['stream'])}"
+            errors["stream"] = f"expected true or false, got {json_type_name(body['stream'])}"
         if "model" in body and not isinstance(body["model"], (str, type(None))):
-            errors["model"] = f"expected a string, got {_type_name(body['model'])}"
+            errors["model"] = f"expected a string, got {json_type_name(body['model'])}"
         stop = body.get("stop")
         if stop is not None and not isinstance(stop, str) and not (
             isinstance(stop, list) and all(isinstance(s, str) for s in stop)
@@ -150,7 +147,7 @@ class ChatPayload(OpenAIPayload):
         if "messages" not in body:
             errors["messages"] = "missing parameter"
         elif not isinstance(messages, list) or not messages:
-            errors["messages"] = f"expected a non-empty list of messages, got {_type_name(messages)}"
+            errors["messages"] = f"expected a non-empty list of messages, got {json_type_name(messages)}"
         else:
             for i, message in enumerate(messages):
                 if not isinstance(message, dict):
