@@ -69,6 +69,8 @@ class Metrics:
     working: dict[int, float] = field(default_factory=dict)  # request_idx -> workload
     finished: deque[RequestRecord] = field(default_factory=lambda: deque(maxlen=MAX_FINISHED_RECORDS))
     dropped_records: int = 0
+    # False when no autoscaler takes the records (REPORT_ADDR=off): none are kept.
+    keep_records: bool = True
 
     def track(self, request_idx: int, workload: float) -> RequestTracker:
         """Start following a request that has been received."""
@@ -104,6 +106,8 @@ class Metrics:
         return sum(self.working.values())
 
     def _record(self, record: RequestRecord) -> None:
+        if not self.keep_records:
+            return
         if len(self.finished) == self.finished.maxlen:
             # Warn on the first drop and then every 1000th, not on every request.
             if self.dropped_records % 1000 == 0:

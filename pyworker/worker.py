@@ -58,6 +58,8 @@ class Worker:
         self.status = WorkerStatus()
         self.server = HTTPServer(routes, config.server_limits)
         self.autoscaler = Autoscaler(config.reports.addrs) if config.reports.addrs else None
+        # Finished-request records exist only to be reported.
+        backend.metrics.keep_records = self.autoscaler is not None
         self.reporter: Reporter | None = None
         self.health: HealthMonitor | None = None
         self._tasks: list[asyncio.Task[Any]] = []

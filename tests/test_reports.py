@@ -165,6 +165,20 @@ class FinishedRequests(ReportCase):
         self.assertEqual(len(self.metrics.finished), MAX_FINISHED_RECORDS)
         self.assertEqual(self.metrics.finished[0].request_idx, 5)
 
+    def test_with_no_autoscaler_no_record_is_kept_and_nothing_logged(self) -> None:
+        from pyworker import Backend
+        from pyworker.config import WorkerConfig
+        from pyworker.worker import Worker
+
+        backend = Backend()
+        Worker(backend, [], WorkerConfig.from_env({"UNSECURED": "true", "REPORT_ADDR": "off"}))
+        self.metrics = backend.metrics
+        with self.assertNoLogs("pyworker.metrics"):
+            for i in range(MAX_FINISHED_RECORDS + 5):
+                self.serve(i, 1)
+        self.assertEqual(len(self.metrics.finished), 0)
+        self.assertEqual(self.metrics.totals[Outcome.SUCCESS], MAX_FINISHED_RECORDS + 5)
+
 
 if __name__ == "__main__":
     unittest.main()
