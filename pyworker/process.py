@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import ctypes
 import logging
 import resource
+import signal
 
 log = logging.getLogger("pyworker")
 
@@ -43,6 +45,16 @@ def return_memory_when_freed() -> bool:
         and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD_BYTES))
         and bool(mallopt(_M_ARENA_MAX, 2))
     )
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """Set `stop` on SIGTERM or SIGINT (from the main thread; elsewhere the caller sets it)."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
 
 
 def raise_fd_limit(max_connections: int) -> None:

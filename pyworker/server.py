@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import signal
 import sys
 from typing import Iterable
 
@@ -30,15 +29,6 @@ def setup_logging(level: str = "INFO") -> None:
     )
 
 
-def _stop_on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass  # not in the main thread: the caller sets `stop`
-
-
 async def serve(
     backend: Backend,
     routes: Iterable[Route],
@@ -52,7 +42,7 @@ async def serve(
     then (when reports are on) and `ConfigError` is raised at the end.
     """
     stop = stop or asyncio.Event()
-    _stop_on_signals(stop)
+    process.stop_on_signals(stop)
     worker = Worker(backend, routes, config, name)
     try:
         await worker.start()
@@ -71,7 +61,7 @@ async def serve(
 async def _report_config_error(reports: ReportConfig, message: str, stop: asyncio.Event) -> None:
     worker = Worker(Backend(), [], _minimal_config(reports))
     worker.status.set_error("start", message)
-    _stop_on_signals(stop)
+    process.stop_on_signals(stop)
     await worker.report_until(stop)
 
 

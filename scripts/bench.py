@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pyworker.dev.ports import free_port, wait_port  # noqa: E402
+from pyworker.loadtest.stats import percentile  # noqa: E402
 from pyworker.tokens import TokenCounter  # noqa: E402
 from pyworker.words import random_words  # noqa: E402
 
@@ -174,8 +175,8 @@ async def ping_lag_during(port: int, request: bytes) -> tuple[float, float, floa
 
 
 def pct(values: list[float], q: float) -> float:
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))] * 1000
+    """The q-th quantile of latencies in seconds, in ms (by the load test's nearest-rank rule)."""
+    return (percentile(values, q) or 0.0) * 1000
 
 
 def count_cost_ms() -> float:

@@ -20,13 +20,13 @@ import asyncio
 import importlib
 import json
 import os
-import signal
 import sys
 import time
 from typing import Any, Callable, Sequence
 
 from ..data_types import ApiPayload
 from ..http import ClientLimits, ConnectionPool, UpstreamError, UpstreamTimeout
+from ..process import stop_on_signals
 from .stats import Stats
 from .view import LiveView, summary_text
 
@@ -265,12 +265,7 @@ def main(
 
     async def go() -> Stats:
         stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.add_signal_handler(sig, stop.set)
-            except (NotImplementedError, RuntimeError):
-                pass
+        stop_on_signals(stop)
         return await test.run(stop, args.drain_timeout, LiveView(test.stats))
 
     stats = asyncio.run(go())

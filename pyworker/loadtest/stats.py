@@ -10,7 +10,12 @@ from typing import Any
 
 
 def percentile(values: list[float], q: float) -> float | None:
-    """The q-th quantile (0..1) by nearest rank, or None for no values."""
+    """The q-th quantile (0..1) by nearest rank, or None for no values.
+
+    Nearest rank: the smallest value with at least q of all values at or
+    below it, so a p99 is always a latency that was measured. The one
+    definition used by the load test and the benchmarks.
+    """
     if not values:
         return None
     ordered = sorted(values)
