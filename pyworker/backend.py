@@ -157,6 +157,10 @@ class Backend:
             ConnectionPool(self.model_server_url)
         except ValueError as exc:
             raise ConfigError(f"MODEL_SERVER_URL: {exc}") from None
+        self.close()
+
+    def close(self) -> None:
+        """Close the connections to the model server, if any were made."""
         if self._session is not None:
             self._session.close()
             self._session = None

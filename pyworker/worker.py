@@ -132,6 +132,16 @@ class Worker:
         """Stop accepting, give requests in progress the grace period, report once more."""
         log.info("shutting down: waiting up to %g s for requests in progress", self.config.shutdown_grace_s)
         await self.server.shutdown(self.config.shutdown_grace_s)
+        await self._wind_down()
+
+    async def report_until(self, stop: asyncio.Event) -> None:
+        """For a worker that could not start: keep telling the autoscaler why until `stop`."""
+        self.start_reports()
+        await stop.wait()
+        await self._wind_down()
+
+    async def _wind_down(self) -> None:
+        """Report once more, stop every background task, close every connection pool."""
         if self.reporter is not None:
             try:
                 await asyncio.wait_for(self.reporter.final(), FINAL_REPORT_S)
@@ -140,27 +150,12 @@ class Worker:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.backend.session.close()
+        self.backend.close()
         if self.health is not None:
             self.health.pool.close()
         if self.autoscaler is not None:
             self.autoscaler.close()
         await asyncio.sleep(0)  # let the closed transports finish closing
-
-    async def report_until(self, stop: asyncio.Event) -> None:
-        """For a worker that could not start: keep telling the autoscaler why until `stop`."""
-        self.start_reports()
-        await stop.wait()
-        if self.reporter is not None:
-            try:
-                await asyncio.wait_for(self.reporter.final(), FINAL_REPORT_S)
-            except asyncio.TimeoutError:
-                pass
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self.autoscaler is not None:
-            self.autoscaler.close()
 
     # -- public key ------------------------------------------------------------
 
