@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import tempfile
+import re
 import unittest
 from pathlib import Path
 
@@ -49,9 +50,28 @@ class AgainstAModel(unittest.IsolatedAsyncioTestCase):
         self.assertGreater(result.seconds, 0.29)
 
     async def test_run_gives_the_best_round(self) -> None:
-        pool = await self.serve(ModelSettings(tokens=5, token_delay_s=0.002))
+        # After the warm-up request, rounds of 4 take 0.3 s, 0.01 s, then 0.1 s: the second is best.
+        served = 0
+
+        async def generate(_: Request) -> Response:
+            nonlocal served
+            served += 1
+            await asyncio.sleep(0.3 if served <= 5 else 0.01 if served <= 9 else 0.1)
+            return json_response({"generated_text": "ok"})
+
+        server = HTTPServer([post("/generate", generate)])
+        await server.start("127.0.0.1", 0)
+        self.addAsyncCleanup(server.shutdown, 0.1)
+        pool = ConnectionPool(f"http://127.0.0.1:{server.port}")
+        self.addCleanup(pool.close)
         bench = Benchmark(pool, GenerateHandler(benchmark_runs=3, benchmark_words=50), runs=3, concurrency=4)
-        self.assertGreater(await bench.run(), 0)
+        with self.assertLogs("pyworker.benchmark", "INFO") as logs:
+            best = await bench.run()
+        rounds = [float(m) for m in re.findall(r"round \d/3: ([\d.]+) workload/s", "\n".join(logs.output))]
+        self.assertEqual(len(rounds), 3)
+        self.assertEqual(max(rounds), rounds[1])
+        self.assertAlmostEqual(best, rounds[1], delta=0.1)
+        self.assertGreater(best, 3 * max(rounds[0], rounds[2]))
 
     async def test_warm_up_waits_for_a_model_that_logs_loaded_before_it_listens(self) -> None:
         port = free_port()

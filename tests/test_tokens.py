@@ -108,7 +108,7 @@ class OwnTokenizer(unittest.TestCase):
         self.assertFalse(counter.exact_cache)
         self.assertEqual(counter.count("HELLO World"), base.count("hello world"))
 
-    def test_env_var_names_the_tokenizer_file(self) -> None:
+    def test_a_saved_byte_level_tokenizer_keeps_the_cached_path(self) -> None:
         base = TokenCounter.gpt2()
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "tokenizer.json")
@@ -116,6 +116,29 @@ class OwnTokenizer(unittest.TestCase):
             counter = TokenCounter.from_file(path)
             self.assertTrue(counter.exact_cache)
             self.assertEqual(counter.count("any text at all"), base.count("any text at all"))
+
+    def test_env_var_names_the_tokenizer_file(self) -> None:
+        from tokenizers import Tokenizer, models, pre_tokenizers
+
+        from pyworker.tokens import count_tokens
+
+        # A model's own tokenizer, unlike GPT-2's: one token per whitespace-separated word.
+        own = Tokenizer(models.WordLevel({"hello": 0, "world": 1, "[UNK]": 2}, unk_token="[UNK]"))
+        own.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        text = "hello internationalization world antidisestablishmentarianism"
+        gpt2 = TokenCounter.gpt2().count(text)
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "tokenizer.json")
+            own.save(path)
+            old, TokenCounter._default = TokenCounter._default, None
+            try:
+                with mock.patch.dict(os.environ, {TOKENIZER_ENV: path}):
+                    counted = count_tokens(text)
+            finally:
+                TokenCounter._default = old
+        self.assertEqual(counted, len(own.encode(text, add_special_tokens=False).ids))
+        self.assertEqual(counted, 4)
+        self.assertNotEqual(counted, gpt2)
 
     def test_missing_tokenizer_file_is_named(self) -> None:
         old, TokenCounter._default = TokenCounter._default, None
