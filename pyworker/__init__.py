@@ -18,7 +18,7 @@ from .http import (
     json_response,
     post,
 )
-from .server import start_server
+from .run import start_server
 from .tokens import TokenCounter, count_tokens
 from .words import random_words
 

@@ -9,7 +9,7 @@ from types import ModuleType
 
 from .backend import Backend
 from .config import ConfigError
-from .server import start_server
+from .run import start_server
 
 
 def load_worker(name: str) -> ModuleType:

@@ -128,7 +128,7 @@ class Backend:
         self.model_down: str | None = None
         self.queue = WorkQueue()
         self.metrics = Metrics()
-        self._session: ConnectionPool | None = None
+        self._pool: ConnectionPool | None = None
         # Set by the worker at start: None means UNSECURED (no checks).
         self.signatures: SignatureChecker | None = None
         self._client_limits = ClientLimits()
@@ -161,16 +161,16 @@ class Backend:
 
     def close(self) -> None:
         """Close the connections to the model server, if any were made."""
-        if self._session is not None:
-            self._session.close()
-            self._session = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
 
     @property
-    def session(self) -> ConnectionPool:
+    def pool(self) -> ConnectionPool:
         """The keep-alive connection pool to the model server."""
-        if self._session is None:
-            self._session = ConnectionPool(self.model_server_url, self._client_limits)
-        return self._session
+        if self._pool is None:
+            self._pool = ConnectionPool(self.model_server_url, self._client_limits)
+        return self._pool
 
     # -- routes ----------------------------------------------------------------
 
@@ -189,7 +189,7 @@ class Backend:
         gives 502 (or 504 on a timeout) with a JSON error.
         """
         try:
-            async with await self.session.request(method, path) as res:
+            async with await self.pool.request(method, path) as res:
                 body = await res.read(FORWARD_BODY_BYTES)
                 headers = passthrough_headers(res.headers)
                 return Response(body, status=res.status, headers=headers)
@@ -206,7 +206,7 @@ class Backend:
         left alone: a slow model is not a hung one.
         """
         self.model_down = reason
-        failed = self.session.fail_silent(UpstreamUnhealthy(f"model server is down: {reason}"), silent_for_s)
+        failed = self.pool.fail_silent(UpstreamUnhealthy(f"model server is down: {reason}"), silent_for_s)
         log.warning("model declared down (%s): %d request(s) waiting on it ended with 503", reason, failed)
 
     def declare_model_up(self) -> None:
@@ -272,7 +272,7 @@ class Backend:
                 else:
                     body = json.dumps(model_json, separators=(",", ":")).encode("utf-8")
                 try:
-                    model_response = await self.session.request(
+                    model_response = await self.pool.request(
                         "POST", handler.endpoint, body=body, content_type="application/json"
                     )
                 except UpstreamError as exc:

@@ -63,12 +63,12 @@ class Benchmark:
 
     def __init__(
         self,
-        session: ConnectionPool,
+        pool: ConnectionPool,
         handler: EndpointHandler[Any],
         runs: int,
         concurrency: int,
     ) -> None:
-        self.session = session
+        self.pool = pool
         self.handler = handler
         self.runs = max(1, runs)
         self.concurrency = max(1, concurrency)
@@ -79,7 +79,7 @@ class Benchmark:
         body = json.dumps(self.handler.generate_payload_json(payload)).encode("utf-8")
         self.last_unreachable = False
         try:
-            async with await self.session.request(
+            async with await self.pool.request(
                 "POST", self.handler.endpoint, body=body, content_type="application/json"
             ) as res:
                 async for _ in res.iter_chunks():

@@ -235,7 +235,7 @@ class Worker:
         if known is not None:
             log.info("benchmark already measured for this model and configuration: %.1f workload/s", known)
             return known
-        bench = Benchmark(self.backend.session, handler, handler.benchmark_runs, self._benchmark_concurrency())
+        bench = Benchmark(self.backend.pool, handler, handler.benchmark_runs, self._benchmark_concurrency())
         while True:
             try:
                 max_perf = await bench.run()

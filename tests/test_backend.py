@@ -65,7 +65,7 @@ class InProcessWorker(unittest.IsolatedAsyncioTestCase):
         return status, answer
 
     async def model_stats(self) -> Any:
-        async with await self.backend.session.request("GET", "/stats") as res:
+        async with await self.backend.pool.request("GET", "/stats") as res:
             return json.loads(await res.read())
 
 
