@@ -12,7 +12,7 @@ from pyworker import Backend, Request, Response, get, post
 from pyworker.config import WorkerConfig
 from pyworker.metrics import Metrics, Outcome
 from pyworker.worker import Worker
-from tests.support import ModelProcess, body, read_response
+from tests.support import ModelProcess, body, post_bytes, read_response
 from workers.hello_world.server import GenerateHandler, GenerateStreamHandler
 
 
@@ -58,7 +58,7 @@ class InProcessWorker(unittest.IsolatedAsyncioTestCase):
 
     async def post(self, path: str, data: bytes) -> tuple[int, Any]:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
-        writer.write(b"POST %s HTTP/1.1\r\nHost: w\r\nContent-Length: %d\r\n\r\n%s" % (path.encode(), len(data), data))
+        writer.write(post_bytes(path, data))
         status, _, answer = await read_response(reader)
         writer.close()
         await writer.wait_closed()
@@ -92,7 +92,7 @@ class OneAtATime(InProcessWorker):
         await asyncio.sleep(0.05)
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         data = body("second", request_idx=2, max_response_tokens=10)
-        writer.write(b"POST /generate HTTP/1.1\r\nHost: w\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+        writer.write(post_bytes("/generate", data))
         await asyncio.sleep(0.05)
         self.assertEqual(self.backend.queue.queued, 1)
         writer.close()
@@ -135,7 +135,7 @@ class Parallel(InProcessWorker):
     async def test_client_leaving_mid_stream_is_cancelled_and_frees_the_model(self) -> None:
         reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
         data = body("long", request_idx=9, max_response_tokens=100)
-        writer.write(b"POST /generate_stream HTTP/1.1\r\nHost: w\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+        writer.write(post_bytes("/generate_stream", data))
         await reader.readuntil(b'"token"')
         writer.close()
         for _ in range(50):

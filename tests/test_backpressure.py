@@ -9,7 +9,7 @@ from typing import cast
 from pyworker import Backend, post
 from pyworker.config import WorkerConfig
 from pyworker.worker import Worker
-from tests.support import body
+from tests.support import body, post_bytes
 from workers.hello_world.server import GenerateStreamHandler
 
 CHUNK = b"data: " + b"x" * 4090 + b"\n\n"  # about 4 KiB per event
@@ -51,7 +51,7 @@ class SlowClient(unittest.IsolatedAsyncioTestCase):
 
         reader, writer = await asyncio.open_connection("127.0.0.1", worker.port, limit=1024)
         data = body("go")
-        writer.write(b"POST /generate_stream HTTP/1.1\r\nHost: w\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+        writer.write(post_bytes("/generate_stream", data))
         await reader.readuntil(b"\r\n\r\n")
         # Stop reading: our socket buffer fills, then the worker's, then the model must wait.
         transport = cast(asyncio.Transport, writer.transport)

@@ -7,7 +7,7 @@ import json
 import unittest
 
 from pyworker.http import ClientDisconnected, HTTPServer, Request, Response, ServerLimits, StreamResponse, get, post
-from tests.support import read_response
+from tests.support import post_bytes, read_response
 
 
 class ServerCase(unittest.IsolatedAsyncioTestCase):
@@ -145,7 +145,7 @@ class Framing(ServerCase):
         reader, writer = await self.connect()
         for i in range(3):
             data = b"n%d" % i
-            writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+            writer.write(post_bytes("/echo", data))
             status, _, body = await read_response(reader)
             self.assertEqual((status, body), (200, b"echo:" + data))
         self.assertEqual(len(self.server.connections), 1)

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pyworker.dev.ports import free_port, wait_port
-from tests.support import AutoscalerProcess, WorkerProcess, post_json, wait_for
+from tests.support import AutoscalerProcess, WorkerProcess, post_bytes, post_json, wait_for
 
 WORKER_ID = 77
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -50,10 +50,7 @@ def stream_events(port: int, path: str, body: Any) -> list[tuple[float, bytes]]:
     """(arrival time, bytes) of each read of a streamed answer, until the connection is done."""
     data = json.dumps(body).encode()
     sock = socket.create_connection(("127.0.0.1", port), timeout=60)
-    sock.sendall(
-        b"POST %s HTTP/1.1\r\nHost: w\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-        % (path.encode(), len(data), data)
-    )
+    sock.sendall(post_bytes(path, data))
     start = time.monotonic()
     reads: list[tuple[float, bytes]] = []
     buf = b""
@@ -184,7 +181,7 @@ class RealModel(unittest.TestCase):
             "prompt": "Write a very long story about a dragon.", "max_tokens": 1500, "stream": True, "ignore_eos": True,
         }}).encode()
         sock = socket.create_connection(("127.0.0.1", self.worker.port), timeout=30)
-        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: w\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+        sock.sendall(post_bytes("/v1/completions", data))
         got = b""
         while got.count(b"data: {") < 5:
             got += sock.recv(65536)

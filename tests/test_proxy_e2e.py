@@ -11,7 +11,7 @@ import unittest
 from typing import Any
 
 from pyworker.dev.ports import free_port
-from tests.support import ROOT, ModelProcess, WorkerProcess, body, http_call
+from tests.support import ModelProcess, ROOT, WorkerProcess, body, http_call, post_bytes
 
 
 def model_stats(model: ModelProcess) -> Any:
@@ -46,8 +46,7 @@ class HelloWorldThroughWorker(unittest.TestCase):
         data = body("stream please", max_response_tokens=4)
         sock = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
         sock.sendall(
-            b"POST /generate_stream HTTP/1.1\r\nHost: w\r\nContent-Type: application/json\r\n"
-            b"Content-Length: %d\r\n\r\n%s" % (len(data), data)
+            post_bytes("/generate_stream", data)
         )
         start = time.monotonic()
         buf = b""
@@ -92,7 +91,7 @@ class HelloWorldThroughWorker(unittest.TestCase):
         data = body("long stream", max_response_tokens=200)
         sock = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
         sock.sendall(
-            b"POST /generate_stream HTTP/1.1\r\nHost: w\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data)
+            post_bytes("/generate_stream", data)
         )
         self.assertIn(b'"token"', sock.recv(65536) + sock.recv(65536))
         self.assertEqual(model_stats(self.model)["active"], 1)

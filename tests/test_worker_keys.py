@@ -14,7 +14,7 @@ from pyworker.dev.autoscaler import StandInAutoscaler
 from pyworker.dev.rsa_keys import RSAKeyPair
 from pyworker.http import HTTPServer, Request, Response, get, json_response
 from pyworker.worker import Worker
-from tests.support import ModelProcess, body, read_response
+from tests.support import ModelProcess, body, post_bytes, read_response
 from workers.hello_world.server import GenerateHandler
 
 
@@ -61,7 +61,7 @@ class KeyFetch(unittest.IsolatedAsyncioTestCase):
         async def send(auth: dict[str, Any]) -> tuple[int, bytes]:
             reader, writer = await asyncio.open_connection("127.0.0.1", worker.port)
             data = json.dumps({"auth_data": auth, "payload": {"prompt": "hi"}}).encode() if auth else body("hi")
-            writer.write(b"POST /generate HTTP/1.1\r\nHost: w\r\nContent-Length: %d\r\n\r\n%s" % (len(data), data))
+            writer.write(post_bytes("/generate", data))
             status, _, answer = await read_response(reader)
             writer.close()
             return status, answer
