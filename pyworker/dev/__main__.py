@@ -78,7 +78,7 @@ def describe(worker: dict[str, Any]) -> str:
     return f"worker {worker['id']}  {worker.get('url')}  {state}"
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pyworker.dev", description=__doc__.split("\n\n")[0])
     parser.add_argument("module", nargs="?", default="workers.hello_world", help="worker module (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="model+worker pairs to start (default: %(default)s)")
@@ -95,7 +95,81 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--model-server and --model-log go together")
     if args.model_server and args.workers != 1:
         parser.error("--model-server runs one worker in front of it")
+    return args
 
+
+def start_workers(stack: Stack, args: argparse.Namespace, scaler_url: str) -> None:
+    """Each worker, and the stand-in model in front of which it runs (unless --model-server)."""
+    workdir = stack.workdir
+    for i in range(args.workers):
+        worker_port = args.worker_port + i if args.worker_port else free_port()
+        if args.model_server:
+            model_url, model_log = args.model_server, Path(args.model_log)
+        else:
+            model_port = free_port()
+            model_url, model_log = f"http://127.0.0.1:{model_port}", workdir / f"model-{i}.stdout.log"
+            stack.start(
+                f"model-{i}",
+                ["-m", "pyworker.dev.model", "--port", str(model_port), "--log", str(model_log),
+                 "--token-delay", str(args.token_delay), "--load-time", str(args.load_time)],
+            )
+        stack.start(
+            f"worker-{i}",
+            ["-m", "pyworker", args.module],
+            {
+                "WORKER_PORT": str(worker_port),
+                "WORKER_HOST": "127.0.0.1",
+                "MODEL_SERVER_URL": model_url,
+                "MODEL_LOG": str(model_log),
+                "REPORT_ADDR": scaler_url,
+                "CONTAINER_ID": str(i + 1),
+                "PUBLIC_IPADDR": "127.0.0.1",
+                f"VAST_TCP_PORT_{worker_port}": str(worker_port),
+                "PYWORKER_STATE_DIR": str(workdir / f"state-{i}"),
+            },
+        )
+
+
+def poll(stack: Stack, scaler_url: str, shown: dict[int, str]) -> list[dict[str, Any]]:
+    """The workers the autoscaler knows, each printed when its state changed; exits if a process died."""
+    dead = stack.dead()
+    if dead is not None:
+        raise SystemExit(f"pyworker.dev: {dead[0]} exited with status {dead[1]}; see {stack.workdir / dead[0]}.log")
+    try:
+        workers: list[dict[str, Any]] = autoscaler_status(scaler_url)["workers"]
+    except (OSError, urllib.error.URLError, ValueError):
+        return []
+    for w in workers:
+        line = describe(w)
+        if shown.get(w["id"]) != line:
+            print("  " + line, flush=True)
+            shown[w["id"]] = line
+    return workers
+
+
+def wait_ready(stack: Stack, scaler_url: str, count: int, shown: dict[int, str]) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while True:
+        workers = poll(stack, scaler_url, shown)
+        if len(workers) == count and all(w.get("ready") for w in workers):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"pyworker.dev: workers not ready after {READY_TIMEOUT_S:g} s; see {stack.workdir}")
+        time.sleep(0.25)
+
+
+def load_test_hints(args: argparse.Namespace, scaler_port: int, scaler_url: str) -> str:
+    where = "-l" if scaler_port == 8081 else f"--autoscaler {scaler_url}"
+    if args.module != "workers.hello_world":
+        where += f" --worker {args.module}"
+    hints = [f"  python scripts/loadtest.py -n 200 -rps 20 {where}"]
+    if args.module == "workers.hello_world":
+        hints.append(f"  python scripts/loadtest.py -n 20 -rps 2 {where} --route /generate_stream --stream")
+    return "\n".join(hints)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
     workdir = Path(tempfile.mkdtemp(prefix="pyworker-dev-"))
     stack = Stack(workdir)
     # Ctrl-C and SIGTERM both stop the stack, even when started from a shell
@@ -107,75 +181,16 @@ def main(argv: list[str] | None = None) -> None:
     try:
         scaler = stack.start("autoscaler", ["-m", "pyworker.dev.autoscaler", "--port", str(scaler_port)])
         wait_port(scaler_port, 60, scaler, "the stand-in autoscaler")  # the first run makes its key
-        for i in range(args.workers):
-            worker_port = args.worker_port + i if args.worker_port else free_port()
-            if args.model_server:
-                model_url, model_log = args.model_server, Path(args.model_log)
-            else:
-                model_port = free_port()
-                model_url, model_log = f"http://127.0.0.1:{model_port}", workdir / f"model-{i}.stdout.log"
-                stack.start(
-                    f"model-{i}",
-                    ["-m", "pyworker.dev.model", "--port", str(model_port), "--log", str(model_log),
-                     "--token-delay", str(args.token_delay), "--load-time", str(args.load_time)],
-                )
-            stack.start(
-                f"worker-{i}",
-                ["-m", "pyworker", args.module],
-                {
-                    "WORKER_PORT": str(worker_port),
-                    "WORKER_HOST": "127.0.0.1",
-                    "MODEL_SERVER_URL": model_url,
-                    "MODEL_LOG": str(model_log),
-                    "REPORT_ADDR": scaler_url,
-                    "CONTAINER_ID": str(i + 1),
-                    "PUBLIC_IPADDR": "127.0.0.1",
-                    f"VAST_TCP_PORT_{worker_port}": str(worker_port),
-                    "PYWORKER_STATE_DIR": str(workdir / f"state-{i}"),
-                },
-            )
+        start_workers(stack, args, scaler_url)
         print(f"stand-in autoscaler  {scaler_url}  (signs routes; GET /status shows what it knows)")
         print(f"logs                 {workdir}")
         print(f"waiting for {args.workers} worker(s) to load, benchmark and report ready ...", flush=True)
-        deadline = time.monotonic() + READY_TIMEOUT_S
         shown: dict[int, str] = {}
+        wait_ready(stack, scaler_url, args.workers, shown)
+        hints = load_test_hints(args, scaler_port, scaler_url)
+        print(f"\nall {args.workers} worker(s) ready. Try:\n{hints}\nCtrl-C stops everything.", flush=True)
         while True:
-            dead = stack.dead()
-            if dead is not None:
-                raise SystemExit(f"pyworker.dev: {dead[0]} exited with status {dead[1]}; see {workdir / dead[0]}.log")
-            try:
-                workers = autoscaler_status(scaler_url)["workers"]
-            except (OSError, urllib.error.URLError, ValueError):
-                workers = []
-            for w in workers:
-                line = describe(w)
-                if shown.get(w["id"]) != line:
-                    print("  " + line, flush=True)
-                    shown[w["id"]] = line
-            if len(workers) == args.workers and all(w.get("ready") for w in workers):
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"pyworker.dev: workers not ready after {READY_TIMEOUT_S:g} s; see {workdir}")
-            time.sleep(0.25)
-        where = "-l" if scaler_port == 8081 else f"--autoscaler {scaler_url}"
-        if args.module != "workers.hello_world":
-            where += f" --worker {args.module}"
-        hints = [f"  python scripts/loadtest.py -n 200 -rps 20 {where}"]
-        if args.module == "workers.hello_world":
-            hints.append(f"  python scripts/loadtest.py -n 20 -rps 2 {where} --route /generate_stream --stream")
-        print(f"\nall {args.workers} worker(s) ready. Try:\n" + "\n".join(hints) + "\nCtrl-C stops everything.", flush=True)
-        while True:
-            dead = stack.dead()
-            if dead is not None:
-                raise SystemExit(f"pyworker.dev: {dead[0]} exited with status {dead[1]}; see {workdir / dead[0]}.log")
-            try:
-                for w in autoscaler_status(scaler_url)["workers"]:
-                    line = describe(w)
-                    if shown.get(w["id"]) != line:
-                        print("  " + line, flush=True)
-                        shown[w["id"]] = line
-            except (OSError, urllib.error.URLError, ValueError):
-                pass
+            poll(stack, scaler_url, shown)
             time.sleep(1.0)
     except KeyboardInterrupt:
         print("\nstopping", flush=True)
