@@ -204,35 +204,37 @@ def count_cost_ms() -> float:
     return per
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
-    args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
-    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+class Stack:
+    """The processes of one benchmark: the stand-in autoscaler, and model+worker pairs.
 
-    tmp = Path(tempfile.mkdtemp(prefix="pyworker-bench-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    taskset0 = ["taskset", "-c", "0"] if pin else []
-    taskset1 = ["taskset", "-c", "1"] if pin else []
-    if pin:
-        os.sched_setaffinity(0, {0})
-    procs: list[subprocess.Popen[bytes]] = []
-    # As in production: the worker fetches the autoscaler's key, checks every
-    # signature and reports once a second.
-    scaler_port = free_port()
-    procs.append(subprocess.Popen(
-        [*taskset0, sys.executable, "-m", "pyworker.dev.autoscaler", "--port", str(scaler_port),
-         "--key", str(tmp / "key.json")],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    ))
-    wait_port(scaler_port, 60)
+    As in production: each worker fetches the autoscaler's key, checks every
+    signature and reports once a second. Pinned, the worker runs on core 1
+    and everything else (this load generator included) on core 0.
+    """
 
-    def route() -> dict[str, object]:
+    def __init__(self, pin: bool) -> None:
+        self.pin = pin
+        self.tmp = Path(tempfile.mkdtemp(prefix="pyworker-bench-"))
+        self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        self.procs: list[subprocess.Popen[bytes]] = []
+        if pin:
+            os.sched_setaffinity(0, {0})
+        self.scaler_port = free_port()
+        self._spawn(0, ["-m", "pyworker.dev.autoscaler", "--port", str(self.scaler_port), "--key", str(self.tmp / "key.json")])
+        wait_port(self.scaler_port, 60)
+
+    def _spawn(self, core: int, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        taskset = ["taskset", "-c", str(core)] if self.pin else []
+        proc = subprocess.Popen(
+            [*taskset, sys.executable, *args], env=env or self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.procs.append(proc)
+        return proc
+
+    def route(self) -> dict[str, object]:
+        """A signed route from the autoscaler, once a worker has reported ready."""
         data = json.dumps({"endpoint": "bench", "api_key": "", "cost": 1}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{scaler_port}/route/", data=data)
+        req = urllib.request.Request(f"http://127.0.0.1:{self.scaler_port}/route/", data=data)
         deadline = time.monotonic() + 30
         while True:
             try:
@@ -244,110 +246,127 @@ def main() -> None:
                     raise
                 time.sleep(0.2)  # no worker has reported ready yet
 
-    def start_pair(name: str, *model_args: str) -> tuple[int, int, subprocess.Popen[bytes]]:
+    def start_pair(self, name: str, *model_args: str) -> tuple[int, int, subprocess.Popen[bytes]]:
         """A stand-in model (core 0) and a hello_world worker in front of it (core 1)."""
         model_port, worker_port = free_port(), free_port()
-        log = str(tmp / f"{name}.log")
-        # The worker follows its own copy of the log, written below, so that
-        # its memory can be measured before the model "loads" as well as after.
-        worker_log = str(tmp / f"{name}.worker-view.log")
-        procs.append(subprocess.Popen(
-            [*taskset0, sys.executable, "-m", "pyworker.dev.model", "--port", str(model_port), "--log", log, *model_args],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        ))
+        log = str(self.tmp / f"{name}.log")
+        # The worker follows its own copy of the log, written by mark_loaded, so
+        # that its memory can be measured before the model "loads" as well as after.
+        worker_log = str(self.tmp / f"{name}.worker-view.log")
+        self._spawn(0, ["-m", "pyworker.dev.model", "--port", str(model_port), "--log", log, *model_args])
         worker_env = {
-            **env,
+            **self.env,
             "WORKER_PORT": str(worker_port),
             "WORKER_HOST": "127.0.0.1",
             "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
             "MODEL_LOG": worker_log,
-            "REPORT_ADDR": f"http://127.0.0.1:{scaler_port}",
-            "CONTAINER_ID": str(len(procs)),
+            "REPORT_ADDR": f"http://127.0.0.1:{self.scaler_port}",
+            "CONTAINER_ID": str(len(self.procs)),
             "PUBLIC_IPADDR": "127.0.0.1",
             f"VAST_TCP_PORT_{worker_port}": str(worker_port),
-            "PYWORKER_STATE_DIR": str(tmp / f"state-{name}"),
+            "PYWORKER_STATE_DIR": str(self.tmp / f"state-{name}"),
             "PYWORKER_LOG_LEVEL": "WARNING",
         }
-        worker = subprocess.Popen(
-            [*taskset1, sys.executable, "-m", "pyworker", "workers.hello_world"],
-            env=worker_env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
-        procs.append(worker)
+        worker = self._spawn(1, ["-m", "pyworker", "workers.hello_world"], worker_env)
         wait_port(model_port)
         wait_port(worker_port)
         return model_port, worker_port, worker
 
-    def mark_loaded(name: str) -> None:
-        with open(tmp / f"{name}.worker-view.log", "a") as f:
+    def mark_loaded(self, name: str) -> None:
+        with open(self.tmp / f"{name}.worker-view.log", "a") as f:
             f.write("infer server has started\n")
         time.sleep(1.5)  # the benchmark against the stand-in takes well under a second
 
+    def close(self) -> None:
+        for proc in self.procs:
+            proc.terminate()
+        for proc in self.procs:
+            proc.wait()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+def requests_section(
+    levels: list[int], seconds: float, model_port: int, worker_port: int, auth: dict[str, object], prompt: str, pid: int
+) -> float:
+    """Requests/s and latency, direct and through the worker; returns the worker's peak RSS seen."""
+    payload = {"prompt": prompt, "max_response_tokens": 16}
+    direct_req = http_post("/generate", model_port, json.dumps(payload).encode())
+    worker_req = http_post("/generate", worker_port, json.dumps({"auth_data": auth, "payload": payload}).encode())
+    print("\n/generate, 250-word prompt, 16-token answer, keep-alive connections")
+    print(f"{'conc':>5} {'direct rps':>11} {'p50 ms':>8} {'p99 ms':>8} | {'worker rps':>11} {'p50 ms':>8} {'p99 ms':>8} | {'added p50':>10} {'added p99':>10}")
+    peak_rss = rss_mb(pid)
+    for c in levels:
+        d_rps, d_lat = asyncio.run(closed_loop(model_port, direct_req, c, seconds))
+        w_rps, w_lat = asyncio.run(closed_loop(worker_port, worker_req, c, seconds))
+        peak_rss = max(peak_rss, rss_mb(pid))
+        print(
+            f"{c:>5} {d_rps:>11.0f} {pct(d_lat, .5):>8.3f} {pct(d_lat, .99):>8.3f} | "
+            f"{w_rps:>11.0f} {pct(w_lat, .5):>8.3f} {pct(w_lat, .99):>8.3f} | "
+            f"{pct(w_lat, .5) - pct(d_lat, .5):>10.3f} {pct(w_lat, .99) - pct(d_lat, .99):>10.3f}"
+        )
+    return peak_rss
+
+
+def stream_section(stack: Stack, prompt: str) -> None:
+    """Time to first byte and total of a 300-token stream from a model at 1 ms per token, as a (fast) real one."""
+    stream_model, stream_worker, _ = stack.start_pair("stream", "--token-delay", "0.001")
+    stack.mark_loaded("stream")
+    stream_auth = next(a for a in iter(stack.route, None) if str(a["url"]).endswith(f":{stream_worker}"))
+    print("\n/generate_stream, 300 tokens, one SSE event per token, 1 ms apart (median of 20)")
+    s_payload = {"prompt": prompt, "max_response_tokens": 300}
+    d_stream = http_post("/generate_stream", stream_model, json.dumps(s_payload).encode())
+    w_stream = http_post(
+        "/generate_stream", stream_worker, json.dumps({"auth_data": stream_auth, "payload": s_payload}).encode()
+    )
+    asyncio.run(stream_once(stream_worker, w_stream))  # warm-up: the worker loads its tokenizer
+    d = [asyncio.run(stream_once(stream_model, d_stream)) for _ in range(20)]
+    w = [asyncio.run(stream_once(stream_worker, w_stream)) for _ in range(20)]
+    d_first, d_total = statistics.median(x[0] for x in d) * 1000, statistics.median(x[1] for x in d) * 1000
+    w_first, w_total = statistics.median(x[0] for x in w) * 1000, statistics.median(x[1] for x in w) * 1000
+    print(f"  first byte: direct {d_first:.3f} ms, worker {w_first:.3f} ms, added {w_first - d_first:.3f} ms")
+    print(f"  total:      direct {d_total:.3f} ms, worker {w_total:.3f} ms, added {w_total - d_total:.3f} ms")
+
+
+def huge_prompt_section(worker_port: int, auth: dict[str, object]) -> None:
+    print("\na 32k-token prompt of words the worker has not seen (counted off the event loop)")
+    words = random_words(25_000, random.Random(5)) + " " + " ".join(f"w{i}x" for i in range(4000))
+    huge = {"prompt": words, "max_response_tokens": 1}
+    huge_req = http_post("/generate", worker_port, json.dumps({"auth_data": auth, "payload": huge}).encode())
+    idle_worst, busy_worst, huge_ms = asyncio.run(ping_lag_during(worker_port, huge_req))
+    print(f"  answered in {huge_ms:.1f} ms; longest /ping meanwhile {busy_worst:.2f} ms (idle: {idle_worst:.2f} ms)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seconds", type=float, default=3.0)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    args = parser.parse_args()
+    levels = [int(c) for c in args.concurrency.split(",")]
+    pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    stack = Stack(pin)
     try:
-        model_port, worker_port, worker = start_pair("fast")
+        model_port, worker_port, worker = stack.start_pair("fast")
         time.sleep(0.3)
         loading_rss = rss_mb(worker.pid)
-        mark_loaded("fast")
+        stack.mark_loaded("fast")
         idle_rss = rss_mb(worker.pid)
         print(f"pinned: {'worker on core 1, model and load generator on core 0' if pin else 'no'}; "
               "signatures checked and reports sent, as in production")
         print(f"worker RSS: {loading_rss:.1f} MB idle before the model loaded (no tokenizer yet), "
               f"{idle_rss:.1f} MB idle once ready (tokenizer loaded, benchmark done)")
-
         prompt = random_words(250, random.Random(11))
-        payload = {"prompt": prompt, "max_response_tokens": 16}
         # Under the platform's signature scheme every route to a worker carries the same signature.
-        auth = route()
-        direct_req = http_post("/generate", model_port, json.dumps(payload).encode())
-        worker_req = http_post("/generate", worker_port, json.dumps({"auth_data": auth, "payload": payload}).encode())
-
-        print("\n/generate, 250-word prompt, 16-token answer, keep-alive connections")
-        print(f"{'conc':>5} {'direct rps':>11} {'p50 ms':>8} {'p99 ms':>8} | {'worker rps':>11} {'p50 ms':>8} {'p99 ms':>8} | {'added p50':>10} {'added p99':>10}")
-        peak_rss = idle_rss
-        for c in levels:
-            d_rps, d_lat = asyncio.run(closed_loop(model_port, direct_req, c, args.seconds))
-            w_rps, w_lat = asyncio.run(closed_loop(worker_port, worker_req, c, args.seconds))
-            peak_rss = max(peak_rss, rss_mb(worker.pid))
-            print(
-                f"{c:>5} {d_rps:>11.0f} {pct(d_lat, .5):>8.3f} {pct(d_lat, .99):>8.3f} | "
-                f"{w_rps:>11.0f} {pct(w_lat, .5):>8.3f} {pct(w_lat, .99):>8.3f} | "
-                f"{pct(w_lat, .5) - pct(d_lat, .5):>10.3f} {pct(w_lat, .99) - pct(d_lat, .99):>10.3f}"
-            )
-
-        # Streams come from a model that takes 1 ms per token, as a (fast) real one does.
-        stream_model, stream_worker, _ = start_pair("stream", "--token-delay", "0.001")
-        mark_loaded("stream")
-        stream_auth = next(a for a in iter(route, None) if str(a["url"]).endswith(f":{stream_worker}"))
-        print("\n/generate_stream, 300 tokens, one SSE event per token, 1 ms apart (median of 20)")
-        s_payload = {"prompt": prompt, "max_response_tokens": 300}
-        d_stream = http_post("/generate_stream", stream_model, json.dumps(s_payload).encode())
-        w_stream = http_post(
-            "/generate_stream", stream_worker, json.dumps({"auth_data": stream_auth, "payload": s_payload}).encode()
-        )
-        asyncio.run(stream_once(stream_worker, w_stream))  # warm-up: the worker loads its tokenizer
-        d = [asyncio.run(stream_once(stream_model, d_stream)) for _ in range(20)]
-        w = [asyncio.run(stream_once(stream_worker, w_stream)) for _ in range(20)]
-        d_first, d_total = statistics.median(x[0] for x in d) * 1000, statistics.median(x[1] for x in d) * 1000
-        w_first, w_total = statistics.median(x[0] for x in w) * 1000, statistics.median(x[1] for x in w) * 1000
-        print(f"  first byte: direct {d_first:.3f} ms, worker {w_first:.3f} ms, added {w_first - d_first:.3f} ms")
-        print(f"  total:      direct {d_total:.3f} ms, worker {w_total:.3f} ms, added {w_total - d_total:.3f} ms")
-
-        print("\na 32k-token prompt of words the worker has not seen (counted off the event loop)")
-        words = random_words(25_000, random.Random(5)) + " " + " ".join(f"w{i}x" for i in range(4000))
-        huge = {"prompt": words, "max_response_tokens": 1}
-        huge_req = http_post("/generate", worker_port, json.dumps({"auth_data": auth, "payload": huge}).encode())
-        idle_worst, busy_worst, huge_ms = asyncio.run(ping_lag_during(worker_port, huge_req))
-        print(f"  answered in {huge_ms:.1f} ms; longest /ping meanwhile {busy_worst:.2f} ms (idle: {idle_worst:.2f} ms)")
-
-        print(f"\nworker RSS: idle when ready {idle_rss:.1f} MB, under load (peak seen) {peak_rss:.1f} MB, "
+        auth = stack.route()
+        peak_rss = requests_section(levels, args.seconds, model_port, worker_port, auth, prompt, worker.pid)
+        stream_section(stack, prompt)
+        huge_prompt_section(worker_port, auth)
+        print(f"\nworker RSS: idle when ready {idle_rss:.1f} MB, under load (peak seen) {max(peak_rss, idle_rss):.1f} MB, "
               f"after {rss_mb(worker.pid):.1f} MB")
         print("\ncounting a 250-word prompt's tokens (GPT-2 BPE)")
         print(f"  warm cache (every request after the first few): {count_cost_ms():.3f} ms")
     finally:
-        for proc in procs:
-            proc.terminate()
-        for proc in procs:
-            proc.wait()
-        shutil.rmtree(tmp, ignore_errors=True)
+        stack.close()
 
 
 if __name__ == "__main__":
