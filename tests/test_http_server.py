@@ -23,12 +23,14 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
 
     async def asyncSetUp(self) -> None:
         self.calls: list[str] = []
+        self.body_types: list[type] = []
         self.stopped_reading = ""
         self.cancelled = asyncio.Event()
         self.started = asyncio.Event()
 
         async def echo(request: Request) -> Response:
             self.calls.append(request.body.decode())
+            self.body_types.append(type(request.body))
             return Response(b"echo:" + request.body, content_type="text/plain")
 
         async def slow(request: Request) -> Response:
@@ -141,6 +143,18 @@ class MalformedInput(ServerCase):
 
 
 class Framing(ServerCase):
+    async def test_the_body_is_bytes_whether_it_came_in_one_read_or_several(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello")
+        self.assertEqual((await read_response(reader))[2], b"echo:hello")
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhe")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(b"llo")
+        self.assertEqual((await read_response(reader))[2], b"echo:hello")
+        self.assertEqual(self.body_types, [bytes, bytes])
+        writer.close()
+
     async def test_keep_alive_serves_many_requests_on_one_connection(self) -> None:
         reader, writer = await self.connect()
         for i in range(3):

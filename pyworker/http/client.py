@@ -28,7 +28,7 @@ IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 SEND_SLICE_BYTES = 256 * 1024
 
 # A request body: bytes, or text fragments sent UTF-8 encoded (as
-# `json.JSONEncoder.iterencode` makes them: no joined copy of a large body).
+# `backend.json_fragments` makes them: no joined copy of a large body).
 Body = Union[bytes, Sequence[str]]
 
 
@@ -182,8 +182,8 @@ class _ClientConnection(asyncio.Protocol):
             and self.framing.their_state is h11.IDLE
         )
 
-    def send(self, head: h11.Request, body: Body) -> bool:
-        """Send a request whole if its body is small; False if it is large, for `send_large`."""
+    def send(self, head: h11.Request, body: Body, size: int) -> bool:
+        """Send a request whole if its body (of `size` bytes) is small; False if it is large, for `send_large`."""
         if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection closed before the request was sent")
         self.received = 0
@@ -191,7 +191,7 @@ class _ClientConnection(asyncio.Protocol):
         framing = self.framing
         transport = self.transport
         out = framing.send(head)
-        if body_size(body) <= SEND_SLICE_BYTES:
+        if size <= SEND_SLICE_BYTES:
             data = body if isinstance(body, bytes) else "".join(body).encode("utf-8")
             if data:
                 out += framing.send(h11.Data(data=data))
@@ -219,10 +219,10 @@ class _ClientConnection(asyncio.Protocol):
 
     def poll_event(self) -> h11.Event | type[h11.PAUSED] | None:
         """The next event h11 can make of what has arrived, or None if it needs more."""
-        # With nothing received since h11 last said NEED_DATA, it would only
-        # say so again: skip the call.
         if self.failure is not None:
             raise self.failure
+        # With nothing received since h11 last said NEED_DATA, it would only
+        # say so again: skip the call.
         while self._unread or self._eof_fed or self.lost:
             try:
                 event = self.framing.next_event()
@@ -482,8 +482,9 @@ class ConnectionPool:
         hdrs.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
         if content_type is not None:
             hdrs.append((b"content-type", content_type.encode("latin-1")))
-        if body or method not in ("GET", "HEAD"):
-            hdrs.append((b"content-length", b"%d" % body_size(body)))
+        size = body_size(body)
+        if size or method not in ("GET", "HEAD"):
+            hdrs.append((b"content-length", b"%d" % size))
         target = (self.prefix + path).encode("ascii")
         head = h11.Request(method=method, target=target, headers=hdrs)
         retriable = method in IDEMPOTENT_METHODS
@@ -498,7 +499,7 @@ class ConnectionPool:
             self._busy.add(conn)
             sent = False
             try:
-                if not conn.send(head, body):
+                if not conn.send(head, body, size):
                     await conn.send_large(body)
                 sent = True
                 while True:

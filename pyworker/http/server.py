@@ -295,7 +295,7 @@ class HTTPServerProtocol(asyncio.Protocol):
             path.decode("latin-1"),
             query.decode("latin-1"),
             head.headers,
-            ex.body[0] if len(ex.body) == 1 else b"".join(ex.body),
+            b"".join(ex.body),  # bytes, even from h11's single bytearray piece
             head.http_version.decode("ascii"),
             self,
         )
