@@ -36,7 +36,8 @@ from .http.headers import passthrough_headers
 from .metrics import Metrics, Outcome
 from .queue import QueueFull, WorkQueue
 from .http.json_checks import MAX_JSON_DEPTH, JsonBodyError, loads_checked
-from .validation import JsonDataException
+from .sessions import CallbackSender, Session, SessionTable
+from .validation import JsonDataException, json_type_name
 
 log = logging.getLogger("pyworker.backend")
 
@@ -46,6 +47,8 @@ LARGE_BODY_BYTES = 16 * 1024
 # Largest health or other forwarded answer read whole.
 FORWARD_BODY_BYTES = 1024 * 1024
 DEFAULT_MODEL_SERVER_URL = "http://127.0.0.1:5001"
+# The body key naming the session a request belongs to.
+SESSION_KEY = "session_id"
 # Strings at least this long are escaped apart from the rest of a large body.
 _BIG_STRING_CHARS = 64 * 1024
 
@@ -129,6 +132,7 @@ class Backend:
         self.queue = WorkQueue()
         self.metrics = Metrics()
         self._pool: ConnectionPool | None = None
+        self.sessions = SessionTable(self.metrics, CallbackSender(lambda: self.pool))
         # Set by the worker at start: None means UNSECURED (no checks).
         self.signatures: SignatureChecker | None = None
         self._client_limits = ClientLimits()
@@ -151,8 +155,11 @@ class Backend:
             self.model_log_file = model_log_file
         if client_limits is not None:
             self._client_limits = client_limits
-        if self.model_log_file is None:
-            raise ConfigError("MODEL_LOG is not set: the path of the model server's log file")
+        if self.model_log_file is None and not self.healthcheck_url:
+            raise ConfigError(
+                "MODEL_LOG is not set: the path of the model server's log file "
+                "(needed to know when the model is loaded, as this worker has no healthcheck_url)"
+            )
         try:
             ConnectionPool(self.model_server_url)
         except ValueError as exc:
@@ -214,14 +221,14 @@ class Backend:
             self.model_down = None
             log.info("model healthy again: requests go through")
 
-    def check_signature(self, auth: Any) -> str | None:
+    def check_signature(self, auth: Any, replay_check: bool = True) -> str | None:
         """None when the request may pass, else why it may not (answered 401).
 
         `auth` is the request's `auth_data` object as received (field order
-        matters to the older signature scheme).
+        matters to the older signature scheme); see `SignatureChecker.check`.
         """
         checker = self.signatures
-        return None if checker is None else checker.check(auth)
+        return None if checker is None else checker.check(auth, replay_check)
 
     def runs_in_parallel(self, handler: EndpointHandler[Any]) -> bool:
         """The handler's `allow_parallel_requests`, or the backend's when it leaves it None."""
@@ -232,6 +239,28 @@ class Backend:
         self._warm.add(type(payload))
         return float(workload)
 
+    def _authorize(self, data: dict[str, Any], auth: Any) -> Session | Response | None:
+        """None for an ordinary request that may pass, the session of one made in
+        a session, or the answer refusing it (422, 401, 410).
+
+        A request naming a session must carry that session's `auth_data`,
+        verified when the session was created. Anything else is checked as a
+        signature first, so an unsigned caller gets 401 whatever id it names
+        and cannot tell live ids from dead ones.
+        """
+        session_id = data.get(SESSION_KEY)
+        if session_id is not None and not isinstance(session_id, str):
+            return json_response({SESSION_KEY: f"expected a string or null, not {json_type_name(session_id)}"}, status=422)
+        session = None if session_id is None else self.sessions.find(session_id, auth)
+        if session is not None:
+            return session
+        refusal = self.check_signature(auth, replay_check=session_id is None)
+        if refusal is not None:
+            return json_response({"error": refusal}, status=401)
+        if session_id is not None:
+            return json_response({"error": "invalid session"}, status=410)
+        return None
+
     async def _handle(self, handler: EndpointHandler[Any], request: Request) -> Response | StreamResponse:
         try:
             data = loads_checked(request.body, self.max_json_depth)
@@ -241,23 +270,35 @@ class Backend:
             auth, payload = handler.get_data_from_request(data)
         except JsonDataException as exc:
             return json_response(exc.message, status=422)
-        refusal = self.check_signature(data[handler.AUTH_KEY])
-        if refusal is not None:
-            return json_response({"error": refusal}, status=401)
+        session = self._authorize(data, data[handler.AUTH_KEY])
+        if isinstance(session, Response):
+            return session
 
         if len(request.body) > LARGE_BODY_BYTES or type(payload) not in self._warm:
             workload = await self._count_in_thread(payload)
         else:
             workload = float(payload.count_workload())
-        tracker = self.metrics.track(auth.request_idx, workload)
         parallel = self.runs_in_parallel(handler)
         limit = self.max_queue_time if handler.max_queue_time is None else handler.max_queue_time
+        task = asyncio.current_task()
+        assert task is not None  # handlers run in the connection's task
+        if session is None:
+            tracker = self.metrics.track(auth.request_idx, workload)
+            booked = workload
+        elif session.closed:  # while the workload was counted
+            return json_response({"error": "invalid session"}, status=410)
+        else:
+            # The session's cost stands for its requests' load (PROTOCOL.md § Sessions).
+            tracker = self.metrics.track_in_session(auth.request_idx, workload)
+            booked = 0.0
         try:
-            ticket = self.queue.admit(workload, limit, parallel)
+            ticket = self.queue.admit(booked, limit, parallel)
         except QueueFull as exc:
             tracker.finish(Outcome.REJECTED)
             return json_response({"error": str(exc)}, status=429)
         tracker.admitted()
+        if session is not None:
+            session.attach(task)  # no await since `closed` was read
 
         outcome = Outcome.ERROR
         try:
@@ -293,3 +334,5 @@ class Backend:
             raise
         finally:
             tracker.finish(outcome)
+            if session is not None:
+                session.detach(task)

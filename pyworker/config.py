@@ -12,6 +12,7 @@ from typing import Callable, Mapping, TypeVar
 
 from .http import ClientLimits, ServerLimits
 from .http.json_checks import MAX_JSON_DEPTH
+from .sessions import DEFAULT_MAX_SESSIONS
 
 
 class ConfigError(Exception):
@@ -137,6 +138,11 @@ class WorkerConfig:
     client_limits: ClientLimits
     shutdown_grace_s: float
     log_level: str
+    max_sessions: int
+    # The plain-HTTP listener for /session/end (None: off).
+    session_end_host: str
+    session_end_port: int | None
+    ready_timeout_s: float
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> WorkerConfig:
@@ -157,9 +163,10 @@ class WorkerConfig:
             if scheme not in ("url", "all-fields"):
                 raise ConfigError(f"PYWORKER_SIGNATURE_SCHEMES takes url and all-fields, not {scheme!r}")
         concurrency = env_int(e, "PYWORKER_BENCHMARK_CONCURRENCY", 0, minimum=0)
+        port = env_int(e, "WORKER_PORT", 3000, minimum=0)
         return cls(
             host=env_str(e, "WORKER_HOST", "0.0.0.0") or "0.0.0.0",
-            port=env_int(e, "WORKER_PORT", 3000, minimum=0),
+            port=port,
             model_log=env_str(e, "MODEL_LOG"),
             model_server_url=env_str(e, "MODEL_SERVER_URL"),
             reports=reports,
@@ -198,4 +205,21 @@ class WorkerConfig:
             ),
             shutdown_grace_s=env_float(e, "PYWORKER_SHUTDOWN_GRACE_S", 10.0),
             log_level=(env_str(e, "PYWORKER_LOG_LEVEL", "INFO") or "INFO").upper(),
+            max_sessions=env_int(e, "PYWORKER_MAX_SESSIONS", DEFAULT_MAX_SESSIONS, minimum=-1),
+            session_end_host=env_str(e, "PYWORKER_SESSION_END_HOST", "127.0.0.1") or "127.0.0.1",
+            session_end_port=_end_port(e, port),
+            ready_timeout_s=env_float(e, "PYWORKER_READY_TIMEOUT_S", 1200.0, 1.0),
         )
+
+
+def _end_port(env: Mapping[str, str], port: int) -> int | None:
+    """WORKER_HTTP_PORT: a port, or off; by default WORKER_PORT + 1 (any free port when WORKER_PORT is 0)."""
+    raw = _get(env, "WORKER_HTTP_PORT")
+    if raw is not None and raw.strip().lower() in REPORTS_OFF | {"false", "0"}:
+        return None
+    if raw is None:
+        return port + 1 if port else 0
+    value = env_int(env, "WORKER_HTTP_PORT", 0, minimum=1)
+    if value > 65535:
+        raise ConfigError(f"WORKER_HTTP_PORT must be a port number (1-65535) or off, not {raw}")
+    return value

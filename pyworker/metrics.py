@@ -77,6 +77,15 @@ class Metrics:
         self.num_requests_recieved += 1
         return RequestTracker(self, request_idx, workload)
 
+    def track_in_session(self, request_idx: int, workload: float) -> RequestTracker:
+        """Start following a request made in a session.
+
+        The session itself is the request the autoscaler follows: this one
+        counts only in `new_load`, `rej_load` and `cur_perf`, never in
+        `num_requests_recieved`, `working` or the finished records.
+        """
+        return RequestTracker(self, request_idx, workload, in_session=True)
+
     def counters(self) -> Counters:
         return Counters(self.new_load, self.rej_load, self.cur_perf_load, self.num_requests_recieved)
 
@@ -123,10 +132,11 @@ class Metrics:
 class RequestTracker:
     """One request's life: received, maybe started, then one outcome."""
 
-    __slots__ = ("_metrics", "request_idx", "workload", "entered_at", "started_at", "outcome")
+    __slots__ = ("_metrics", "request_idx", "workload", "entered_at", "started_at", "outcome", "in_session")
 
-    def __init__(self, metrics: Metrics, request_idx: int, workload: float) -> None:
+    def __init__(self, metrics: Metrics, request_idx: int, workload: float, in_session: bool = False) -> None:
         self._metrics = metrics
+        self.in_session = in_session
         self.request_idx = request_idx
         self.workload = workload
         self.entered_at = time.time()
@@ -134,8 +144,10 @@ class RequestTracker:
         self.outcome: Outcome | None = None
 
     def admitted(self) -> None:
-        self._metrics.new_load += self.workload
-        self._metrics.working[self.request_idx] = self._metrics.working.get(self.request_idx, 0.0) + self.workload
+        m = self._metrics
+        m.new_load += self.workload
+        if not self.in_session:
+            m.working[self.request_idx] = m.working.get(self.request_idx, 0.0) + self.workload
 
     def started(self) -> None:
         self.started_at = time.time()
@@ -148,7 +160,7 @@ class RequestTracker:
         self.outcome = outcome
         m = self._metrics
         m.totals[outcome] += 1
-        if outcome is not Outcome.REJECTED:
+        if outcome is not Outcome.REJECTED and not self.in_session:
             left = m.working.get(self.request_idx, 0.0) - self.workload
             if left > 1e-9:
                 m.working[self.request_idx] = left
@@ -160,6 +172,8 @@ class RequestTracker:
             m.rej_load += self.workload
         elif outcome is Outcome.CANCELLED:
             m.new_load -= self.workload
+        if self.in_session:
+            return
         m._record(
             RequestRecord(
                 request_idx=self.request_idx,

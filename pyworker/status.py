@@ -10,7 +10,7 @@ log = logging.getLogger("pyworker")
 
 
 class Phase(enum.Enum):
-    LOADING = "loading"  # waiting for the model log to say the model is loaded
+    LOADING = "loading"  # waiting for the model to load: its log line, or its health route
     BENCHMARKING = "benchmarking"
     WAITING_HEALTHY = "waiting for a healthy healthcheck"
     READY = "ready"

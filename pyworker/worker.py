@@ -24,6 +24,7 @@ from .health import HealthMonitor
 from .http import ClientLimits, HTTPServer, Route
 from .logtail import LogTailer
 from .reports import Autoscaler, Identity, Reporter
+from .session_routes import SessionRoutes, end_only
 from .status import Phase, WorkerStatus
 
 log = logging.getLogger("pyworker")
@@ -31,6 +32,9 @@ log = logging.getLogger("pyworker")
 KEY_RETRY_MAX_S = 60.0
 BENCHMARK_RETRY_S = 30.0
 FINAL_REPORT_S = 5.0
+# How often the health route is asked while waiting for the model to start.
+STARTUP_POLL_S = 1.0
+STARTUP_ERROR = "model start"
 
 
 def server_ssl_context(cert: str, key: str) -> ssl.SSLContext:
@@ -56,7 +60,10 @@ class Worker:
         self.config = config
         self.name = name
         self.status = WorkerStatus()
-        self.server = HTTPServer(routes, config.server_limits)
+        self.sessions = SessionRoutes(backend)
+        self.server = HTTPServer([*routes, *self.sessions.routes()], config.server_limits)
+        # The plain-HTTP listener for /session/end, once started.
+        self.end_server: HTTPServer | None = None
         self.autoscaler = Autoscaler(config.reports.addrs) if config.reports.addrs else None
         # Finished-request records exist only to be reported.
         backend.metrics.keep_records = self.autoscaler is not None
@@ -80,7 +87,11 @@ class Worker:
         reports = self.config.reports
         identity = Identity(reports.worker_id, reports.master_token, reports.public_url or "", __version__)
         self.reporter = Reporter(
-            self.autoscaler, identity, lambda: self.backend.metrics, self.status, lambda: self.backend.queue.load
+            self.autoscaler,
+            identity,
+            lambda: self.backend.metrics,
+            self.status,
+            lambda: self.backend.queue.load + self.backend.sessions.load,
         )
         self._spawn(self.reporter.run_status(), "report status")
         self._spawn(self.reporter.run_finished(), "report finished requests")
@@ -104,6 +115,7 @@ class Worker:
             client_limits=config.client_limits,
         )
         backend.max_json_depth = config.max_json_depth
+        backend.sessions.max_sessions = config.max_sessions
         if config.unsecured:
             log.warning("UNSECURED=true: requests are NOT checked for the autoscaler's signature")
             backend.signatures = None
@@ -125,13 +137,43 @@ class Worker:
             backend.model_server_url,
             " ".join(self.server.router.paths),
         )
-        assert backend.model_log_file is not None
-        self._spawn(self._follow_log(backend.model_log_file), "follow model log")
+        await self._start_end_listener()
+        self._spawn(backend.sessions.collect_forever(), "collect expired sessions")
+        if backend.model_log_file is not None:
+            self._spawn(self._follow_log(backend.model_log_file), "follow model log")
+        else:
+            self._spawn(self._await_healthy_start(), "wait for the model's health route")
+
+    async def _start_end_listener(self) -> None:
+        """Plain HTTP, for processes on the instance; a port in use is a warning, not a failure."""
+        config = self.config
+        if config.session_end_port is None:
+            return
+        server = HTTPServer(end_only(self.sessions), config.server_limits)
+        try:
+            await server.start(config.session_end_host, config.session_end_port)
+        except OSError as exc:
+            log.warning(
+                "cannot listen on %s:%d for /session/end (%s): sessions end on the main port only",
+                config.session_end_host,
+                config.session_end_port,
+                exc.strerror or exc,
+            )
+            return
+        self.end_server = server
+        log.info("/session/end also on http://%s:%d", config.session_end_host, server.port)
 
     async def stop(self) -> None:
         """Stop accepting, give requests in progress the grace period, report once more."""
         log.info("shutting down: waiting up to %g s for requests in progress", self.config.shutdown_grace_s)
         await self.server.shutdown(self.config.shutdown_grace_s)
+        if self.end_server is not None:
+            await self.end_server.shutdown(0)
+        sessions = self.backend.sessions
+        if len(sessions):
+            log.info("closing %d open session(s)", len(sessions))
+            sessions.close_all("closed: the worker is stopping")
+        await sessions.callbacks.drain(FINAL_REPORT_S)
         await self._wind_down()
 
     async def report_until(self, stop: asyncio.Event) -> None:
@@ -248,17 +290,45 @@ class Worker:
             log.info("benchmark: %.1f workload/s", max_perf)
             return max_perf
 
+    def _health_monitor(self) -> HealthMonitor:
+        if self.health is None:
+            path = self.backend.healthcheck_url
+            assert path
+            self.health = HealthMonitor(
+                self.backend.model_server_url, path, self.status, self.config.health_interval_s, backend=self.backend
+            )
+        return self.health
+
+    async def _await_healthy_start(self) -> None:
+        """Readiness without a log line: the health route answers healthy, then the benchmark.
+
+        Refused connections and unhealthy answers are waited out; after
+        `ready_timeout_s` the wait is reported as an error, and it goes on.
+        """
+        health = self._health_monitor()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.ready_timeout_s
+        poll_s = min(STARTUP_POLL_S, self.config.health_interval_s)
+        log.info("no MODEL_LOG: the model counts as loaded once %s answers healthy", health.path)
+        while (problem := await health.check()) is not None:
+            if loop.time() >= deadline:
+                self.status.set_error(
+                    STARTUP_ERROR, f"no healthy answer from {health.path} in {self.config.ready_timeout_s:g} s: {problem}"
+                )
+            await asyncio.sleep(poll_s)
+        self.status.clear_error(STARTUP_ERROR)
+        log.info("model loaded: %s answered healthy", health.path)
+        self._loaded = True
+        await self._after_loaded()
+
     async def _after_loaded(self) -> None:
         self.status.set_phase(Phase.BENCHMARKING)
         max_perf = await self._measure()
         self.backend.queue.max_perf = max_perf
         self.status.max_perf = max_perf
-        path = self.backend.healthcheck_url
-        if path:
+        if self.backend.healthcheck_url:
             self.status.set_phase(Phase.WAITING_HEALTHY)
-            self.health = HealthMonitor(
-                self.backend.model_server_url, path, self.status, self.config.health_interval_s, backend=self.backend
-            )
-            self._spawn(self.health.run(), "healthcheck")
-            await self.health.healthy_once.wait()
+            health = self._health_monitor()
+            self._spawn(health.run(), "healthcheck")
+            await health.healthy_once.wait()
         self.status.set_phase(Phase.READY)

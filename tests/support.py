@@ -65,12 +65,13 @@ class Child:
 class ModelProcess(Child):
     """The stand-in model server on a free port, writing its log to a temp file."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, wait: bool = True) -> None:
         self.port = free_port()
         fd, self.log = tempfile.mkstemp(prefix="pyworker-model-", suffix=".log")
         os.close(fd)
         super().__init__(["-m", "pyworker.dev.model", "--port", str(self.port), "--log", self.log, *extra])
-        wait_port(self.port, proc=self.proc)
+        if wait:
+            wait_port(self.port, proc=self.proc)
 
     @property
     def url(self) -> str:
@@ -146,6 +147,8 @@ class WorkerProcess(Child):
             "UNSECURED": "true",
             "REPORT_ADDR": "off",
             "PYWORKER_LOG_LEVEL": "WARNING",
+            # No second listener on WORKER_PORT + 1, a port another test may own.
+            "WORKER_HTTP_PORT": "off",
         }
         base.update(env or {})
         super().__init__(["-m", "pyworker", module], base)
@@ -236,12 +239,16 @@ class ReportingStack:
 
 @contextlib.contextmanager
 def reporting_stack(
-    worker_id: int, *model_args: str, env: dict[str, str] | None = None, module: str = "workers.hello_world"
+    worker_id: int,
+    *model_args: str,
+    env: dict[str, str] | None = None,
+    module: str = "workers.hello_world",
+    wait_model: bool = True,
 ) -> Iterator[ReportingStack]:
     """The three processes, with signatures on; all stopped at the end."""
     with tempfile.TemporaryDirectory() as tmp:
         autoscaler = AutoscalerProcess(os.path.join(tmp, "key.json"))
-        model = ModelProcess(*model_args)
+        model = ModelProcess(*model_args, wait=wait_model)
         port = free_port()
         full = WorkerProcess.reporting_to(autoscaler, worker_id, tmp, port)
         full.update(env or {})

@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 import unittest
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +79,23 @@ class LocalStack(unittest.TestCase):
         result, summary = self.loadtest("-n", "6", "-rps", "6", "--route", "/generate_stream", "--stream")
         self.assertEqual(result.returncode, 0, result.stderr)
         self.assertLessEqual(summary["ttfb_ms"]["p50"], summary["latency_ms"]["p50"])
+
+    def test_sessions_pin_their_requests_to_one_worker(self) -> None:
+        result, summary = self.loadtest("-n", "40", "-rps", "40", "--session", "5", "--session-cost", "3")
+        self.assertEqual(result.returncode, 0, result.stdout + result.stderr)
+        self.assertEqual((summary["sent"], summary["succeeded"], summary["failed"]), (40, 40, 0), summary["errors"])
+        self.assertEqual(summary["sessions"], {"size": 5, "opened": 8, "ended": 8, "end_errors": {}})
+        # Every session's 5 requests went to the worker that opened it.
+        self.assertTrue(all(n % 5 == 0 for n in summary["workers"].values()), summary["workers"])
+        self.assertIn("sessions   of 5 requests: opened 8  ended 8", result.stdout)
+        scaler = f"http://127.0.0.1:{self.scaler_port}"
+
+        def idle() -> bool:
+            with urllib.request.urlopen(scaler + "/status", timeout=10) as res:
+                workers = json.loads(res.read())["workers"]
+            return all(w.get("num_requests_working") == 0 for w in workers)
+
+        wait_for(idle, 20, "the workers to report no session open")
 
     def test_ctrl_c_stops_arrivals_and_still_prints_the_summary(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import unittest
+from pathlib import Path
 from typing import Any
 
 from pyworker.dev.ports import free_port
@@ -126,17 +129,19 @@ class ModelFailures(unittest.TestCase):
 
 
 class Configuration(unittest.TestCase):
-    def run_worker(self, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    def run_worker(
+        self, env: dict[str, str], module: str = "workers.hello_world", path: str = ""
+    ) -> subprocess.CompletedProcess[str]:
         full = {
             "PATH": "/usr/bin:/bin",
-            "PYTHONPATH": str(ROOT),
+            "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), path) if p),
             "WORKER_PORT": str(free_port()),
             "UNSECURED": "true",
             "REPORT_ADDR": "off",
             **env,
         }
         return subprocess.run(
-            [sys.executable, "-m", "pyworker", "workers.hello_world"],
+            [sys.executable, "-m", "pyworker", module],
             cwd=str(ROOT), env=full, capture_output=True, text=True, timeout=20,
         )
 
@@ -146,7 +151,17 @@ class Configuration(unittest.TestCase):
         self.assertIn(names, result.stderr)
 
     def test_missing_model_log_is_one_line_naming_it(self) -> None:
-        self.assert_one_line(self.run_worker({}), "MODEL_LOG")
+        # Only a backend without a healthcheck_url needs the log to know the model is loaded.
+        with tempfile.TemporaryDirectory() as tmp:
+            Path(tmp, "no_health_worker.py").write_text(
+                "from pyworker import Backend\n"
+                "from workers.hello_world.server import GenerateHandler\n"
+                "backend = Backend(model_server_url='http://127.0.0.1:5001', benchmark_handler=GenerateHandler())\n"
+                "routes = []\n"
+            )
+            result = self.run_worker({}, "no_health_worker", tmp)
+        self.assert_one_line(result, "MODEL_LOG is not set")
+        self.assertIn("no healthcheck_url", result.stderr)
 
     def test_malformed_setting_is_one_line_naming_it(self) -> None:
         result = self.run_worker({"MODEL_LOG": "/dev/null", "WORKER_PORT": "three thousand"})

@@ -98,8 +98,13 @@ class SignatureChecker:
         self._key = key
         self._url_verified.clear()
 
-    def check(self, auth: Any) -> str | None:
-        """None when `auth` (the request's raw `auth_data` object) is genuine, else why not."""
+    def check(self, auth: Any, replay_check: bool = True) -> str | None:
+        """None when `auth` (the request's raw `auth_data` object) is genuine, else why not.
+
+        `replay_check=False` checks the signature and the URL only: for an
+        `auth_data` shown again on purpose (a session's, which its requests
+        carry), which the replay window would refuse.
+        """
         key = self.key
         if key is None:
             return "the autoscaler's public key is not loaded yet"
@@ -120,7 +125,7 @@ class SignatureChecker:
             return "auth_data.signature is not base64"
         for scheme in self.schemes:
             if key.verify(signed_message(auth, scheme), signature):
-                refusal = self._after_verified(auth, scheme, signature)
+                refusal = self._after_verified(auth, scheme, signature, replay_check)
                 if refusal is None and scheme is Scheme.URL and remembered is not None:
                     if len(self._url_verified) >= VERIFIED_CACHE_ENTRIES:
                         del self._url_verified[next(iter(self._url_verified))]  # the oldest
@@ -128,12 +133,12 @@ class SignatureChecker:
                 return refusal
         return "auth_data.signature does not verify"
 
-    def _after_verified(self, auth: dict[str, Any], scheme: Scheme, signature: bytes) -> str | None:
+    def _after_verified(self, auth: dict[str, Any], scheme: Scheme, signature: bytes, replay_check: bool) -> str | None:
         if self.own_url is not None:
             url = auth.get("url")
             if not isinstance(url, str) or normalize_url(url) != self.own_url:
                 return "auth_data.url names another worker"
-        if scheme is Scheme.ALL_FIELDS:
+        if scheme is Scheme.ALL_FIELDS and replay_check:
             reqnum = auth.get("reqnum")
             if not isinstance(reqnum, int):
                 return "auth_data.reqnum is not an integer"

@@ -162,7 +162,10 @@ def load_test_hints(args: argparse.Namespace, scaler_port: int, scaler_url: str)
     where = "-l" if scaler_port == 8081 else f"--autoscaler {scaler_url}"
     if args.module != "workers.hello_world":
         where += f" --worker {args.module}"
-    hints = [f"  python scripts/loadtest.py -n 200 -rps 20 {where}"]
+    hints = [
+        f"  python scripts/loadtest.py -n 200 -rps 20 {where}",
+        f"  python scripts/loadtest.py -n 200 -rps 20 {where} --session 10   # in sessions of 10",
+    ]
     if args.module == "workers.hello_world":
         hints.append(f"  python scripts/loadtest.py -n 20 -rps 2 {where} --route /generate_stream --stream")
     return "\n".join(hints)

@@ -7,6 +7,9 @@
 - `GET /healthcheck` → `{"status": "ok"}` (503 while loading)
 - `POST /admin/hang` `{"hang": true}`: from now on every other route takes
   the request and never answers (a hung model, for tests); `false` undoes it
+- `POST /session_closed` records its JSON body (a session's close callback),
+  `POST /session_redirect` records it too and answers 307 to `/session_closed`, and
+  `GET /callbacks` lists the last 100 bodies recorded with their paths
 
 It writes "infer server has started" to its log once ready. The token
 delay and the time to first token make it behave like a slow model; they
@@ -50,6 +53,7 @@ class ModelSettings:
     first_token_s: float = 0.0
     load_time_s: float = 0.0
     max_body_bytes: int = 64 << 20
+    listen_after_s: float = 0.0
 
 
 class StandInModel:
@@ -62,6 +66,7 @@ class StandInModel:
         self.max_active = 0
         self.order: list[str] = []  # prompts in the order work began (last 100)
         self.hung = False
+        self.callbacks: list[dict[str, Any]] = []
 
     def log(self, line: str) -> None:
         if self.log_path:
@@ -143,6 +148,21 @@ class StandInModel:
         self.log(f"hang: {self.hung}")
         return json_response({"hang": self.hung})
 
+    async def record_callback(self, request: Request) -> Response:
+        try:
+            body = json.loads(request.body)
+        except ValueError:
+            body = {"unparsed": request.body.decode("utf-8", "replace")}
+        self.callbacks = (self.callbacks + [{"path": request.path, "body": body}])[-100:]
+        return json_response({"recorded": True})
+
+    async def redirect_callback(self, request: Request) -> Response:
+        await self.record_callback(request)
+        return Response(b"", status=307, headers=[("location", "/session_closed")])
+
+    async def list_callbacks(self, _: Request) -> Response:
+        return json_response({"callbacks": self.callbacks})
+
     async def stats(self, _: Request) -> Response:
         return json_response(
             {"requests": self.requests, "active": self.active, "max_active": self.max_active, "order": self.order}
@@ -158,9 +178,15 @@ async def run(port: int, host: str, settings: ModelSettings, log_path: str | Non
             get("/healthcheck", model.hangable(model.healthcheck)),
             get("/stats", model.stats),
             post("/admin/hang", model.set_hang),
+            post("/session_closed", model.record_callback),
+            post("/session_redirect", model.redirect_callback),
+            get("/callbacks", model.list_callbacks),
         ],
         ServerLimits(max_body_bytes=settings.max_body_bytes),
     )
+    if settings.listen_after_s > 0:
+        model.log(f"stand-in model starting: listening in {settings.listen_after_s:g} s")
+        await asyncio.sleep(settings.listen_after_s)
     await server.start(host, port)
     model.log(f"stand-in model loading on {host}:{server.port}")
     if settings.load_time_s > 0:
@@ -181,9 +207,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--first-token", type=float, default=0.0, help="seconds before the first token")
     parser.add_argument("--load-time", type=float, default=0.0, help="seconds before the ready log line")
     parser.add_argument("--max-body-mb", type=int, default=64, help="largest request body, in MiB")
+    parser.add_argument("--listen-after", type=float, default=0.0, help="seconds before the port is even opened")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings = ModelSettings(args.tokens, args.token_delay, args.first_token, args.load_time, args.max_body_mb << 20)
+    settings = ModelSettings(
+        args.tokens, args.token_delay, args.first_token, args.load_time, args.max_body_mb << 20, args.listen_after
+    )
     run_server("stand-in model", args.host, args.port, run(args.port, args.host, settings, args.log))
 
 

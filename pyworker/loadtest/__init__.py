@@ -22,6 +22,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from ..data_types import ApiPayload
@@ -34,7 +35,19 @@ DEFAULT_AUTOSCALER = "https://run.vast.ai"
 LOCAL_AUTOSCALER = "http://127.0.0.1:8081"
 DEFAULT_WORKER = "workers.hello_world"
 
+DEFAULT_SESSION_COST = 100.0  # the SDK's default
+DEFAULT_SESSION_LIFETIME_S = 60.0
+
 PayloadFactory = Callable[[], ApiPayload]
+
+
+@dataclass(eq=False)
+class _SessionGroup:
+    """One session of the load test: its opening, and how many of its requests are still to finish."""
+
+    opened: asyncio.Task[tuple[str, dict[str, Any], str] | str]
+    left: int
+    ended: bool = False
 
 
 class LoadTest:
@@ -51,6 +64,9 @@ class LoadTest:
         rps: float,
         stream: bool = False,
         timeout_s: float = 120.0,
+        session_size: int = 0,
+        session_cost: float = DEFAULT_SESSION_COST,
+        session_lifetime_s: float = DEFAULT_SESSION_LIFETIME_S,
     ) -> None:
         self.autoscaler_url = autoscaler_url.rstrip("/")
         self.endpoint_group = endpoint_group
@@ -62,6 +78,12 @@ class LoadTest:
         self.limits = ClientLimits(connect_timeout_s=min(10.0, timeout_s), read_timeout_s=timeout_s, max_idle_connections=256)
         self._autoscaler = ConnectionPool(self.autoscaler_url, self.limits)
         self._workers: dict[str, ConnectionPool] = {}
+        # With sessions: request i is in session i // session_size.
+        self.session_size = session_size
+        self.session_cost = session_cost
+        self.session_lifetime_s = session_lifetime_s
+        self._sessions: dict[int, _SessionGroup] = {}
+        self.stats.session_size = session_size
 
     def _worker_pool(self, url: str) -> ConnectionPool:
         pool = self._workers.get(url)
@@ -69,44 +91,62 @@ class LoadTest:
             pool = self._workers[url] = ConnectionPool(url, self.limits)
         return pool
 
-    async def _route(self, cost: float) -> dict[str, Any] | None:
-        stats = self.stats
+    async def _route(self, cost: float) -> dict[str, Any] | str:
+        """The autoscaler's signed answer for a request of workload `cost`, or the error's kind."""
         body = json.dumps({"endpoint": self.endpoint_group, "api_key": self.api_key, "cost": cost}).encode()
+        self.stats.routing += 1
         try:
             async with await self._autoscaler.request("POST", "/route/", body=body, content_type="application/json") as res:
                 answer = await res.read(1024 * 1024)
                 if res.status != 200:
-                    stats.error(f"route error {res.status}")
-                    return None
+                    return f"route error {res.status}"
         except UpstreamTimeout:
-            stats.error("route timeout")
-            return None
+            return "route timeout"
         except UpstreamError:
-            stats.error("route connection error")
-            return None
+            return "route connection error"
+        finally:
+            self.stats.routing -= 1
         try:
             auth = json.loads(answer)
         except ValueError:
-            stats.error("route error: not JSON")
-            return None
+            return "route error: not JSON"
         if not isinstance(auth, dict) or not isinstance(auth.get("url"), str):
-            stats.error("route error: no worker url")
-            return None
+            return "route error: no worker url"
         return auth
 
-    async def one(self) -> None:
+    async def one(self, index: int = 0) -> None:
+        """Request `index`: routed, or (with sessions) sent in the session it belongs to."""
         stats = self.stats
         start = time.monotonic()
         payload = self.make_payload()
-        stats.routing += 1
-        try:
-            auth = await self._route(float(payload.count_workload()))
-        finally:
-            stats.routing -= 1
-        if auth is None:
+        if self.session_size:
+            await self._one_in_session(self._session_group(index), payload, start)
             return
-        url = str(auth["url"]).rstrip("/")
-        body = json.dumps({"auth_data": auth, "payload": payload.generate_payload_json()}).encode()
+        auth = await self._route(float(payload.count_workload()))
+        if isinstance(auth, str):
+            stats.error(auth)
+            return
+        await self._send(str(auth["url"]), {"auth_data": auth, "payload": payload.generate_payload_json()}, start)
+
+    async def _one_in_session(self, group: _SessionGroup, payload: ApiPayload, start: float) -> None:
+        try:
+            opened = await asyncio.shield(group.opened)  # one opening for the whole group
+            if isinstance(opened, str):
+                self.stats.error(opened)
+                return
+            url, auth, session_id = opened
+            body = {"auth_data": auth, "payload": payload.generate_payload_json(), "session_id": session_id}
+            await self._send(url, body, start)
+        finally:
+            group.left -= 1
+            if group.left == 0:
+                await self._end_session(group)
+
+    async def _send(self, url: str, request: dict[str, Any], start: float) -> None:
+        """POST one request to the worker at `url` and count how it ended."""
+        stats = self.stats
+        url = url.rstrip("/")
+        body = json.dumps(request).encode()
         stats.in_flight += 1
         try:
             pool = self._worker_pool(url)
@@ -130,6 +170,60 @@ class LoadTest:
         stats.latencies.append(time.monotonic() - start)
         stats.per_worker[url] += 1
         stats.done += 1
+
+    # -- sessions (--session N): N requests a session, opened by its first ----------
+
+    def _session_group(self, index: int) -> _SessionGroup:
+        number = index // self.session_size
+        group = self._sessions.get(number)
+        if group is None:
+            size = min(self.session_size, self.stats.asked - number * self.session_size)
+            opener = asyncio.get_running_loop().create_task(self._open_session())
+            group = self._sessions[number] = _SessionGroup(opener, size)
+        return group
+
+    async def _open_session(self) -> tuple[str, dict[str, Any], str] | str:
+        """(worker url, auth_data, session_id) as the SDK opens a session, or the error's kind."""
+        auth = await self._route(self.session_cost)
+        if isinstance(auth, str):
+            return f"session {auth}"
+        url = str(auth["url"]).rstrip("/")
+        create = {"auth_data": auth, "payload": {"lifetime": self.session_lifetime_s}, "session_id": None}
+        try:
+            status, answer = await self._post_json(url, "/session/create", create)
+        except UpstreamError:
+            return "session create connection error"
+        session_id = answer.get("session_id") if isinstance(answer, dict) else None
+        if status != 201 or not isinstance(session_id, str):
+            return f"session create error {status}"
+        self.stats.sessions_opened += 1
+        return url, auth, session_id
+
+    async def _end_session(self, group: _SessionGroup) -> None:
+        opened = group.opened.result() if group.opened.done() else await group.opened
+        if isinstance(opened, str) or group.ended:
+            return
+        group.ended = True
+        url, auth, session_id = opened
+        try:
+            status, _ = await self._post_json(url, "/session/end", {"session_id": session_id, "session_auth": auth})
+        except UpstreamError:
+            self.stats.session_end_errors["connection error"] += 1
+            return
+        if status != 200:
+            self.stats.session_end_errors[f"status {status}"] += 1
+            return
+        self.stats.sessions_ended += 1
+
+    async def _post_json(self, url: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        pool = self._worker_pool(url)
+        data = json.dumps(body).encode()
+        async with await pool.request("POST", path, body=data, content_type="application/json") as res:
+            raw = await res.read(1024 * 1024)
+            try:
+                return res.status, json.loads(raw) if raw else None
+            except ValueError:
+                return res.status, None
 
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 30.0, view: LiveView | None = None) -> Stats:
         """Send every request on schedule (until `stop`), then wait for the ones in flight."""
@@ -155,11 +249,14 @@ class LoadTest:
                 stats.arrival_lag.append(max(0.0, now - due))
                 stats.sent += 1
                 stats.last_sent_at = now
-                task = loop.create_task(self.one())
+                task = loop.create_task(self.one(i))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             if tasks:
                 await self._drain(tasks, stop, drain_timeout_s)
+            # Sessions whose requests were not all sent (stopped early) are ended too.
+            for group in self._sessions.values():
+                await self._end_session(group)
         finally:
             stats.finished_at = time.monotonic()
             if drawer is not None:
@@ -231,6 +328,15 @@ def parser(description: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--worker", default=None, help=f"worker module whose payloads to send (default: {DEFAULT_WORKER})")
     p.add_argument("--route", default=None, help="worker route (default: the worker module's WORKER_ENDPOINT)")
     p.add_argument("--stream", action="store_true", help="measure time to first byte as well (for streaming routes)")
+    p.add_argument(
+        "--session", type=int, default=0, metavar="N",
+        help="send the requests in sessions of N each: the first opens one (route, /session/create), "
+        "the rest go straight to its worker, the last to finish ends it (default: no sessions)",
+    )
+    p.add_argument("--session-cost", type=float, default=DEFAULT_SESSION_COST,
+                   help="workload a session holds while open, asked of the route (default: %(default)s)")
+    p.add_argument("--session-lifetime", type=float, default=DEFAULT_SESSION_LIFETIME_S,
+                   help="a session's lifetime, seconds (default: %(default)s)")
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON to FILE")
     p.add_argument("--timeout", type=float, default=120.0, help="longest silence from a server, seconds (default: %(default)s)")
     p.add_argument("--drain-timeout", type=float, default=30.0, help="after Ctrl-C, wait this long for requests in flight")
@@ -247,6 +353,9 @@ def main(
     if args.requests < 1 or args.rps <= 0:
         print("loadtest: -n must be at least 1 and -rps above 0", file=sys.stderr)
         return 2
+    if args.session < 0 or args.session_lifetime <= 0:
+        print("loadtest: --session must be 0 or more and --session-lifetime above 0", file=sys.stderr)
+        return 2
     if make_payload is None or args.worker:
         factory, default_route = load_worker_payloads(args.worker or DEFAULT_WORKER)
     else:
@@ -255,10 +364,12 @@ def main(
     test = LoadTest(
         autoscaler, args.endpoint, args.api_key, args.route or default_route, factory,
         args.requests, args.rps, stream=args.stream, timeout_s=args.timeout,
+        session_size=args.session, session_cost=args.session_cost, session_lifetime_s=args.session_lifetime,
     )
     print(
         f"loadtest: {args.requests} requests at {args.rps:g}/s to endpoint group {args.endpoint!r} "
-        f"via {autoscaler}, worker route {test.route}",
+        f"via {autoscaler}, worker route {test.route}"
+        + (f", in sessions of {args.session}" if args.session else ""),
         file=sys.stderr,
         flush=True,
     )
@@ -275,7 +386,7 @@ def main(
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
             json.dump(summary, f, indent=2)
-    if stats.failed:
+    if stats.failed or stats.session_end_errors:
         return 1
     return 130 if stats.stopped_early else 0
 

@@ -40,6 +40,10 @@ class Stats:
     arrival_lag: list[float] = field(default_factory=list)  # seconds late against the schedule
     per_worker: Counter[str] = field(default_factory=Counter)
     stopped_early: bool = False
+    session_size: int = 0  # requests a session; 0: no sessions
+    sessions_opened: int = 0
+    sessions_ended: int = 0
+    session_end_errors: Counter[str] = field(default_factory=Counter)  # not requests: apart from `errors`
     last_sent_at: float | None = None
     finished_at: float | None = None
 
@@ -85,4 +89,14 @@ class Stats:
             "ttfb_ms": {name: ms(self.ttfb, q) for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))},
             "arrival_lag_ms": {name: ms(self.arrival_lag, q) for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
             "workers": dict(sorted(self.per_worker.items())),
+            "sessions": (
+                {
+                    "size": self.session_size,
+                    "opened": self.sessions_opened,
+                    "ended": self.sessions_ended,
+                    "end_errors": dict(sorted(self.session_end_errors.items())),
+                }
+                if self.session_size
+                else None
+            ),
         }

@@ -30,6 +30,11 @@ def live_lines(stats: Stats) -> list[str]:
         f"  routing {stats.routing}   in flight {stats.in_flight}   done {stats.done}   errors {stats.failed}",
         f"  errors by kind: {errors}",
         f"  workers ({len(stats.per_worker)}): {workers}",
+        *(
+            [f"  sessions of {stats.session_size}: opened {stats.sessions_opened}   ended {stats.sessions_ended}"]
+            if stats.session_size
+            else []
+        ),
         f"  latency ms  p50 {_ms(stats.latencies, 0.5)}  p90 {_ms(stats.latencies, 0.9)}"
         f"  p99 {_ms(stats.latencies, 0.99)}  max {_ms(stats.latencies, 1.0)}"
         + (f"   first byte p50 {_ms(stats.ttfb, 0.5)}" if stats.ttfb else ""),
@@ -86,6 +91,13 @@ def summary_text(summary: dict[str, Any]) -> str:
     lines.append(f"  arrival lag ms {fmt(summary['arrival_lag_ms'])}")
     errors = summary["errors"]
     lines.append("  errors     " + (", ".join(f"{k}: {v}" for k, v in errors.items()) if errors else "none"))
+    sessions = summary.get("sessions")
+    if sessions:
+        ends = ", ".join(f"{k}: {v}" for k, v in sessions["end_errors"].items()) or "none"
+        lines.append(
+            f"  sessions   of {sessions['size']} requests: opened {sessions['opened']}  ended {sessions['ended']}"
+            f"  end errors {ends}"
+        )
     workers = summary["workers"]
     lines.append(f"  workers    {len(workers)}")
     for url, count in workers.items():
