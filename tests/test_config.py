@@ -34,6 +34,8 @@ NUMBERS: list[tuple[str, Get, str, Any, Any]] = [
     ("PYWORKER_MAX_CONNECTIONS", lambda c: c.server_limits.max_connections, "5", 5, _SERVER.max_connections),
     ("MODEL_CONNECT_TIMEOUT_S", lambda c: c.client_limits.connect_timeout_s, "1", 1.0, _CLIENT.connect_timeout_s),
     ("MODEL_READ_TIMEOUT_S", lambda c: c.client_limits.read_timeout_s, "9", 9.0, _CLIENT.read_timeout_s),
+    ("PYWORKER_MAX_SESSIONS", lambda c: c.max_sessions, "0", 0, 10),
+    ("PYWORKER_READY_TIMEOUT_S", lambda c: c.ready_timeout_s, "30", 30.0, 1200.0),
 ]
 BOOLEANS: list[tuple[str, Get, bool]] = [
     ("PYWORKER_CHECK_URL", lambda c: c.check_url, True),
@@ -55,6 +57,16 @@ class Defaults(unittest.TestCase):
         self.assertEqual((config.host, config.signature_schemes, config.log_level), ("0.0.0.0", ("url",), "INFO"))
         self.assertEqual((config.ssl_cert, config.ssl_key), ("/etc/instance.crt", "/etc/instance.key"))
         self.assertIsNone(config.model_log)
+        # The plain /session/end listener: WORKER_PORT + 1, loopback only.
+        self.assertEqual((config.session_end_host, config.session_end_port), ("127.0.0.1", 3001))
+
+    def test_the_session_end_listener_can_move_or_be_off(self) -> None:
+        self.assertEqual(load(WORKER_PORT="4000").session_end_port, 4001)
+        self.assertEqual(load(WORKER_HTTP_PORT="7001").session_end_port, 7001)
+        self.assertIsNone(load(WORKER_HTTP_PORT="off").session_end_port)
+        self.assertEqual(load(PYWORKER_SESSION_END_HOST="0.0.0.0").session_end_host, "0.0.0.0")
+        with self.assertRaisesRegex(ConfigError, "WORKER_HTTP_PORT"):
+            load(WORKER_HTTP_PORT="70000")
 
     def test_empty_values_mean_unset(self) -> None:
         self.assertEqual(load(WORKER_PORT="", PYWORKER_LOG_LEVEL="").port, 3000)
