@@ -234,6 +234,17 @@ class Backend:
         """The handler's `allow_parallel_requests`, or the backend's when it leaves it None."""
         return self.allow_parallel_requests if handler.allow_parallel_requests is None else handler.allow_parallel_requests
 
+    async def warm_up(self) -> None:
+        """Count one benchmark payload in a thread, so that the first request finds
+        what counting needs (a tokenizer, say) loaded and counts on the event loop."""
+        handler = self.benchmark_handler
+        if handler is None:
+            return
+        try:
+            await self._count_in_thread(handler.make_benchmark_payload())
+        except Exception as exc:  # the first request meets it again, and answers for it
+            log.warning("warming up the workload count failed: %s", exc)
+
     async def _count_in_thread(self, payload: ApiPayload) -> float:
         workload = await asyncio.to_thread(payload.count_workload)
         self._warm.add(type(payload))

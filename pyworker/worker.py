@@ -123,6 +123,8 @@ class Worker:
             own_url = config.reports.public_url if config.check_url else None
             backend.signatures = SignatureChecker([Scheme(s) for s in config.signature_schemes], own_url=own_url)
             self._spawn(self._fetch_key(backend.signatures), "fetch public key")
+        # Off the event loop, while the key is fetched: the first request does not load a tokenizer.
+        self._spawn(backend.warm_up(), "warm up the workload count")
         ssl_context = server_ssl_context(config.ssl_cert, config.ssl_key) if config.use_ssl else None
         try:
             await self.server.start(config.host, config.port, ssl_context)

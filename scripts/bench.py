@@ -1,15 +1,28 @@
 #!/usr/bin/env python3
-"""Benchmark: the stand-in model direct vs through the hello_world worker.
+"""Benchmark: pyworker beside its peers, every row measured for every subject in the same round.
 
-    python scripts/bench.py [--seconds 3] [--concurrency 1,16,64]
+    python scripts/bench.py                 # direct and pyworker
+    python scripts/bench.py --peers         # + nginx (if installed) and the reference PyWorker
+    python scripts/bench.py --peers --rounds 3 --seconds 3
 
-Pins the worker to core 1 and the model and this load generator to core 0
-(when the machine has two cores), then prints:
-- requests/s and p50/p99 latency at each concurrency, direct and through the
-  worker, and the latency the worker adds;
-- for a 300-token stream: time to first byte and total, direct and through;
-- the worker's RSS idle (before any request) and after load;
-- the cost of counting a 250-word prompt's tokens.
+Subjects, all in front of the same stand-in models with the same 250-word prompt:
+- direct: the stand-in model itself (what the others add to);
+- nginx: a plain reverse proxy (keep-alive upstream, no buffering), when `nginx` is on PATH;
+- reference: Vast.ai's PyWorker (`vastai==1.9.1`, installed by this script into
+  its own venv under ~/.cache/pyworker), configured for the same two routes
+  and a word-count workload;
+- pyworker: the hello_world worker.
+Both workers check every signature and report to a stand-in autoscaler, as
+in production. With two cores, the proxies run pinned to core 1, one at a
+time under load; the models, the autoscaler and this load generator run on
+core 0. Ratios are computed within a round; absolute figures move between
+runs and machines, ratios much less.
+
+Rows: requests/s at concurrency 64 and the latency added at concurrency 1
+(/generate, 16-token answer); time to first byte added to a stream of 300
+events 1 ms apart, and to one of 300 events written back to back (a burst),
+and the body throughput of 16 such bursts at once; RSS when ready; and the
+time from a (re)start to the first proxied answer.
 """
 
 from __future__ import annotations
@@ -26,23 +39,88 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from pyworker.auth.signatures import Scheme, signed_message  # noqa: E402
 from pyworker.dev.ports import free_port, wait_port  # noqa: E402
+from pyworker.dev.rsa_keys import RSAKeyPair  # noqa: E402
 from pyworker.loadtest.stats import percentile  # noqa: E402
-from pyworker.tokens import TokenCounter  # noqa: E402
 from pyworker.words import random_words  # noqa: E402
+
+REFERENCE_VERSION = "1.9.1"
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pyworker"
+LOADED_LINE = "infer server has started"
+STREAM_TOKENS = 300
+
+# The reference PyWorker's configuration: our own script against its public API.
+REFERENCE_WORKER = '''
+import os
+from vastai.serverless.server.worker import BenchmarkConfig, HandlerConfig, LogActionConfig, Worker, WorkerConfig
+
+PROMPT = " ".join(["word"] * 250)
+# Its benchmark underrates the stand-in (it averages rounds), and at concurrency 64
+# it would answer 429: the rows measure proxying, not admission.
+QUEUE = 1e9
+
+
+def words(payload):
+    return float(len(str(payload.get("prompt", "")).split()))
+
+
+benchmark = BenchmarkConfig(generator=lambda: {"prompt": PROMPT, "max_response_tokens": 16}, runs=3, concurrency=10)
+Worker(WorkerConfig(
+    model_server_url="http://127.0.0.1",
+    model_server_port=int(os.environ["BENCH_MODEL_PORT"]),
+    model_log_file=os.environ["MODEL_LOG"],
+    handlers=[
+        HandlerConfig(route="/generate", allow_parallel_requests=True, benchmark_config=benchmark, workload_calculator=words,
+                      max_queue_time=QUEUE),
+        HandlerConfig(route="/generate_stream", allow_parallel_requests=True, workload_calculator=words, max_queue_time=QUEUE),
+    ],
+    log_action_config=LogActionConfig(on_load=["infer server has started"]),
+)).run()
+'''
+
+NGINX_CONF = """
+worker_processes 1;
+daemon off;
+user root;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/nginx-body;
+    proxy_temp_path {tmp}/nginx-proxy;
+    upstream fast {{ server 127.0.0.1:{fast}; keepalive 128; }}
+    upstream paced {{ server 127.0.0.1:{paced}; keepalive 128; }}
+    server {{
+        listen 127.0.0.1:{fast_listen};
+        location / {{ proxy_pass http://fast; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }}
+    }}
+    server {{
+        listen 127.0.0.1:{paced_listen};
+        location / {{ proxy_pass http://paced; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }}
+    }}
+}}
+"""
+
+
+# -- measuring -----------------------------------------------------------------------
 
 
 def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
     return float("nan")
 
 
@@ -56,7 +134,10 @@ def http_post(path: str, port: int, body: bytes) -> bytes:
 class _LoadConnection(asyncio.Protocol):
     """Sends one request, waits for the whole Content-Length response, repeats."""
 
-    def __init__(self, request: bytes, stop_at: float, latencies: list[float], done: asyncio.Future[None]) -> None:
+    def __init__(
+        self, request: bytes, stop_at: float, latencies: list[float], done: asyncio.Future[None], failures: list[bytes]
+    ) -> None:
+        self.failures = failures
         self.request = request
         self.stop_at = stop_at
         self.latencies = latencies
@@ -84,13 +165,15 @@ class _LoadConnection(asyncio.Protocol):
         i = head.find(b"content-length:")
         if i < 0:
             raise RuntimeError(f"no content-length in {head!r}")
-        length = int(head[i + 15 : head.find(b"\r\n", i) if head.find(b"\r\n", i) > 0 else None])
+        line_end = head.find(b"\r\n", i)
+        length = int(head[i + 15 : line_end if line_end > 0 else None])
         if len(self.buf) < end + 4 + length:
             return
-        if not head.startswith(b"http/1.1 200"):
-            raise RuntimeError(f"bad answer {self.buf[:200]!r}")
         now = time.perf_counter()
-        self.latencies.append(now - self.sent_at)
+        if head.startswith(b"http/1.1 200"):
+            self.latencies.append(now - self.sent_at)
+        else:
+            self.failures.append(head.split(b"\r\n", 1)[0])
         self.buf = self.buf[end + 4 + length :]
         if now < self.stop_at:
             self._send()
@@ -103,31 +186,49 @@ class _LoadConnection(asyncio.Protocol):
             self.done.set_result(None)
 
 
-async def closed_loop(port: int, request: bytes, concurrency: int, seconds: float) -> tuple[float, list[float]]:
-    """`concurrency` keep-alive connections, each sending back to back for `seconds`."""
-    loop = asyncio.get_running_loop()
-    # Warm-up: one request per connection, not measured.
-    await _run_round(loop, port, request, concurrency, time.perf_counter() + 0.3, [])
-    latencies: list[float] = []
-    start = time.perf_counter()
-    await _run_round(loop, port, request, concurrency, start + seconds, latencies)
-    elapsed = time.perf_counter() - start
-    return len(latencies) / elapsed, latencies
-
-
-async def _run_round(
-    loop: asyncio.AbstractEventLoop, port: int, request: bytes, concurrency: int, stop_at: float, latencies: list[float]
+async def _round(
+    port: int, request: bytes, concurrency: int, stop_at: float, latencies: list[float], failures: list[bytes] | None = None
 ) -> None:
+    loop = asyncio.get_running_loop()
     dones = []
+    failed: list[bytes] = [] if failures is None else failures
     for _ in range(concurrency):
         done: asyncio.Future[None] = loop.create_future()
-        await loop.create_connection(functools.partial(_LoadConnection, request, stop_at, latencies, done), "127.0.0.1", port)
+        make = functools.partial(_LoadConnection, request, stop_at, latencies, done, failed)
+        await loop.create_connection(make, "127.0.0.1", port)
         dones.append(done)
     await asyncio.gather(*dones)
 
 
-async def stream_once(port: int, request: bytes) -> tuple[float, float]:
-    """Time to the first body byte and to the end of a streamed answer."""
+async def closed_loop(port: int, request: bytes, concurrency: int, seconds: float) -> tuple[float, list[float]]:
+    """`concurrency` keep-alive connections, each sending back to back for `seconds`: (requests/s, latencies)."""
+    await _round(port, request, concurrency, time.perf_counter() + 0.3, [])  # warm-up, not measured
+    latencies: list[float] = []
+    failures: list[bytes] = []
+    start = time.perf_counter()
+    await _round(port, request, concurrency, start + seconds, latencies, failures)
+    if failures:
+        print(f"  port {port}: {len(failures)} answers were not 200, e.g. {failures[0]!r}; not counted")
+    return len(latencies) / (time.perf_counter() - start), latencies
+
+
+async def read_stream(reader: asyncio.StreamReader) -> int:
+    """Read one chunked event-stream response to its end; the size of its decoded body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    if not head.startswith(b"HTTP/1.1 200") or b"chunked" not in head.lower():
+        raise RuntimeError(f"not a chunked 200: {head[:300]!r}")
+    size = 0
+    while True:
+        n = int((await reader.readuntil(b"\r\n")).split(b";")[0], 16)
+        if n == 0:
+            await reader.readuntil(b"\r\n")
+            return size
+        await reader.readexactly(n + 2)
+        size += n
+
+
+async def first_byte(port: int, request: bytes) -> float:
+    """Seconds from sending `request` (on a fresh connection) to the stream's first event."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     start = time.perf_counter()
     writer.write(request)
@@ -135,82 +236,38 @@ async def stream_once(port: int, request: bytes) -> tuple[float, float]:
     await reader.readuntil(b"data:")
     first = time.perf_counter() - start
     await reader.readuntil(b"data: [DONE]")
-    total = time.perf_counter() - start
     writer.close()
-    return first, total
+    return first
 
 
-async def ping_lag_during(port: int, request: bytes) -> tuple[float, float, float]:
-    """Longest /ping round trip while `request` (a huge prompt) is handled, vs before.
+async def stream_throughput(port: int, request: bytes, streams: int, seconds: float) -> float:
+    """MB/s of stream bodies with `streams` keep-alive connections streaming back to back."""
+    stop_at = time.perf_counter() + seconds
+    total = 0
 
-    Shows whether counting the prompt's tokens held the worker's event loop.
-    """
-
-    async def pings(until: asyncio.Future[None] | None, count: int = 0) -> float:
+    async def one() -> None:
+        nonlocal total
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        worst = 0.0
-        n = 0
-        while (until is not None and not until.done()) or (until is None and n < count):
-            start = time.perf_counter()
-            writer.write(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
-            await reader.readuntil(b"pong")
-            worst = max(worst, time.perf_counter() - start)
-            n += 1
-            await asyncio.sleep(0.001)
+        while time.perf_counter() < stop_at:
+            writer.write(request)
+            size = await read_stream(reader)
+            total += size  # not `total += await ...`: that reads `total` before the wait
         writer.close()
-        return worst * 1000
 
-    idle_worst = await pings(None, 200)
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    pinger = asyncio.create_task(pings(done))
     start = time.perf_counter()
-    writer.write(request)
-    await reader.readuntil(b"\r\n\r\n")
-    elapsed = (time.perf_counter() - start) * 1000
-    done.set_result(None)
-    busy_worst = await pinger
-    writer.close()
-    return idle_worst, busy_worst, elapsed
+    await asyncio.gather(*(one() for _ in range(streams)))
+    return total / (time.perf_counter() - start) / 1e6
 
 
-def pct(values: list[float], q: float) -> float:
-    """The q-th quantile of latencies in seconds, in ms (by the load test's nearest-rank rule)."""
+def ms(values: list[float], q: float) -> float:
     return (percentile(values, q) or 0.0) * 1000
 
 
-def count_cost_ms() -> float:
-    counter = TokenCounter.default()
-    rng = random.Random(3)
-    prompts = [random_words(250, rng) for _ in range(50)]
-    for p in prompts:
-        counter.count(p)  # the cache is warm as it is on a busy worker
-    n = 0
-    start = time.perf_counter()
-    while time.perf_counter() - start < 1.0:
-        for p in prompts:
-            counter.count(p)
-        n += len(prompts)
-    per = (time.perf_counter() - start) / n * 1000
-    cold = TokenCounter.gpt2()
-    start = time.perf_counter()
-    for p in prompts[:10]:
-        cold.count(p)
-    print(f"  first sight of a 250-word prompt (cold cache): {(time.perf_counter() - start) / 10 * 1000:.3f} ms")
-    encode_start = time.perf_counter()
-    for p in prompts[:20]:
-        counter.encode_count(p)
-    print(f"  tokenizers' own encode:                        {(time.perf_counter() - encode_start) / 20 * 1000:.3f} ms")
-    return per
+# -- the processes -------------------------------------------------------------------
 
 
 class Stack:
-    """The processes of one benchmark: the stand-in autoscaler, and model+worker pairs.
-
-    As in production: each worker fetches the autoscaler's key, checks every
-    signature and reports once a second. Pinned, the worker runs on core 1
-    and everything else (this load generator included) on core 0.
-    """
+    """The processes of a run: the autoscaler, the models, and the subjects in front of them."""
 
     def __init__(self, pin: bool) -> None:
         self.pin = pin
@@ -220,151 +277,300 @@ class Stack:
         if pin:
             os.sched_setaffinity(0, {0})
         self.scaler_port = free_port()
-        self._spawn(0, ["-m", "pyworker.dev.autoscaler", "--port", str(self.scaler_port), "--key", str(self.tmp / "key.json")])
+        key_path = self.tmp / "key.json"
+        self.spawn(0, [sys.executable, "-m", "pyworker.dev.autoscaler", "--port", str(self.scaler_port), "--key", str(key_path)])
         wait_port(self.scaler_port, 60)
+        self.key = RSAKeyPair.load(key_path)
+        self.fast_model = self._model("fast")
+        self.paced_model = self._model("paced", "--token-delay", "0.001")
+        self._reqnum = 0
 
-    def _spawn(self, core: int, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    def _model(self, name: str, *args: str) -> int:
+        port = free_port()
+        cmd = [sys.executable, "-m", "pyworker.dev.model", "--port", str(port), "--log", str(self.tmp / f"{name}-model.log")]
+        self.spawn(0, [*cmd, *args])
+        wait_port(port, 30)
+        return port
+
+    def spawn(
+        self, core: int, args: list[str], env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> subprocess.Popen[bytes]:
         taskset = ["taskset", "-c", str(core)] if self.pin else []
         proc = subprocess.Popen(
-            [*taskset, sys.executable, *args], env=env or self.env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            [*taskset, *args], env=env or self.env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
         self.procs.append(proc)
         return proc
 
-    def route(self) -> dict[str, object]:
-        """A signed route from the autoscaler, once a worker has reported ready."""
-        data = json.dumps({"endpoint": "bench", "api_key": "", "cost": 1}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{self.scaler_port}/route/", data=data)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(req, timeout=5) as res:
-                    auth: dict[str, object] = json.loads(res.read())
-                    return auth
-            except urllib.error.HTTPError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)  # no worker has reported ready yet
+    def auth(self, port: int) -> dict[str, object]:
+        """A signed `auth_data` for the worker on `port`, as the autoscaler's /route/ makes it."""
+        self._reqnum += 1
+        auth: dict[str, object] = {
+            "cost": 250, "endpoint": "bench", "reqnum": self._reqnum, "request_idx": self._reqnum,
+            "url": f"http://127.0.0.1:{port}",
+        }
+        auth["signature"] = self.key.sign_b64(signed_message(auth, Scheme.URL))
+        return auth
 
-    def start_pair(self, name: str, *model_args: str) -> tuple[int, int, subprocess.Popen[bytes]]:
-        """A stand-in model (core 0) and a hello_world worker in front of it (core 1)."""
-        model_port, worker_port = free_port(), free_port()
-        log = str(self.tmp / f"{name}.log")
-        # The worker follows its own copy of the log, written by mark_loaded, so
-        # that its memory can be measured before the model "loads" as well as after.
-        worker_log = str(self.tmp / f"{name}.worker-view.log")
-        self._spawn(0, ["-m", "pyworker.dev.model", "--port", str(model_port), "--log", log, *model_args])
-        worker_env = {
+    def worker_env(self, port: int, model_port: int, log: Path, state: Path) -> dict[str, str]:
+        return {
             **self.env,
-            "WORKER_PORT": str(worker_port),
+            "WORKER_PORT": str(port),
             "WORKER_HOST": "127.0.0.1",
+            "WORKER_HTTP_PORT": str(free_port()),
             "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
-            "MODEL_LOG": worker_log,
+            "BENCH_MODEL_PORT": str(model_port),
+            "MODEL_LOG": str(log),
             "REPORT_ADDR": f"http://127.0.0.1:{self.scaler_port}",
-            "CONTAINER_ID": str(len(self.procs)),
+            "CONTAINER_ID": str(port),
             "PUBLIC_IPADDR": "127.0.0.1",
-            f"VAST_TCP_PORT_{worker_port}": str(worker_port),
-            "PYWORKER_STATE_DIR": str(self.tmp / f"state-{name}"),
+            f"VAST_TCP_PORT_{port}": str(port),
+            "UNSECURED": "false",
+            "PYWORKER_STATE_DIR": str(state),
             "PYWORKER_LOG_LEVEL": "WARNING",
         }
-        worker = self._spawn(1, ["-m", "pyworker", "workers.hello_world"], worker_env)
-        wait_port(model_port)
-        wait_port(worker_port)
-        return model_port, worker_port, worker
-
-    def mark_loaded(self, name: str) -> None:
-        with open(self.tmp / f"{name}.worker-view.log", "a") as f:
-            f.write("infer server has started\n")
-        time.sleep(1.5)  # the benchmark against the stand-in takes well under a second
 
     def close(self) -> None:
         for proc in self.procs:
-            proc.terminate()
+            if proc.poll() is None:
+                proc.terminate()
         for proc in self.procs:
-            proc.wait()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
-def requests_section(
-    levels: list[int], seconds: float, model_port: int, worker_port: int, auth: dict[str, object], prompt: str, pid: int
-) -> float:
-    """Requests/s and latency, direct and through the worker; returns the worker's peak RSS seen."""
-    payload = {"prompt": prompt, "max_response_tokens": 16}
-    direct_req = http_post("/generate", model_port, json.dumps(payload).encode())
-    worker_req = http_post("/generate", worker_port, json.dumps({"auth_data": auth, "payload": payload}).encode())
-    print("\n/generate, 250-word prompt, 16-token answer, keep-alive connections")
-    print(f"{'conc':>5} {'direct rps':>11} {'p50 ms':>8} {'p99 ms':>8} | {'worker rps':>11} {'p50 ms':>8} {'p99 ms':>8} | {'added p50':>10} {'added p99':>10}")
-    peak_rss = rss_mb(pid)
-    for c in levels:
-        d_rps, d_lat = asyncio.run(closed_loop(model_port, direct_req, c, seconds))
-        w_rps, w_lat = asyncio.run(closed_loop(worker_port, worker_req, c, seconds))
-        peak_rss = max(peak_rss, rss_mb(pid))
-        print(
-            f"{c:>5} {d_rps:>11.0f} {pct(d_lat, .5):>8.3f} {pct(d_lat, .99):>8.3f} | "
-            f"{w_rps:>11.0f} {pct(w_lat, .5):>8.3f} {pct(w_lat, .99):>8.3f} | "
-            f"{pct(w_lat, .5) - pct(d_lat, .5):>10.3f} {pct(w_lat, .99) - pct(d_lat, .99):>10.3f}"
+@dataclass
+class Subject:
+    """One thing under test: a port for each model, and how to address it."""
+
+    name: str
+    fast: int
+    paced: int
+    signed: bool  # a worker: the body carries auth_data and payload
+    pid: Callable[[], list[int]] = lambda: []
+    restart: Callable[[], None] | None = None
+    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def request(self, stack: Stack, path: str, port: int, payload: dict[str, object]) -> bytes:
+        body = {"auth_data": stack.auth(port), "payload": payload} if self.signed else payload
+        return http_post(path, port, json.dumps(body).encode())
+
+
+def wait_answer(port: int, request: bytes, timeout_s: float = 60.0) -> float:
+    """Poll with `request` until the answer is 200; the seconds it took (every 5 ms)."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < timeout_s:
+        try:
+            latencies: list[float] = []
+            asyncio.run(_round(port, request, 1, 0.0, latencies))
+            if latencies:
+                return time.perf_counter() - start
+        except (OSError, RuntimeError):
+            pass
+        time.sleep(0.005)
+    raise TimeoutError(f"no 200 from port {port} in {timeout_s:g} s")
+
+
+class WorkerPair:
+    """A worker in front of each model (the fast one restartable), pinned to core 1."""
+
+    def __init__(self, stack: Stack, name: str, command: list[str], cwd_state: bool) -> None:
+        self.stack = stack
+        self.name = name
+        self.command = command
+        self.cwd_state = cwd_state  # the reference keeps .has_benchmark in its working folder
+        self.ports = {"fast": free_port(), "paced": free_port()}
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        for which, model in (("fast", stack.fast_model), ("paced", stack.paced_model)):
+            self._start(which, model)
+
+    def _paths(self, which: str) -> tuple[Path, Path]:
+        state = self.stack.tmp / f"{self.name}-{which}-state"
+        state.mkdir(exist_ok=True)
+        return self.stack.tmp / f"{self.name}-{which}.log", state
+
+    def _start(self, which: str, model: int) -> None:
+        log, state = self._paths(which)
+        env = self.stack.worker_env(self.ports[which], model, log, state)
+        self.procs[which] = self.stack.spawn(1, self.command, env, cwd=state if self.cwd_state else ROOT)
+
+    def mark_loaded(self) -> None:
+        for which in self.ports:
+            with open(self._paths(which)[0], "a") as f:
+                f.write(LOADED_LINE + "\n")
+
+    def restart_fast(self) -> None:
+        proc = self.procs["fast"]
+        proc.terminate()
+        proc.wait(10)
+        self._start("fast", self.stack.fast_model)
+
+    def subject(self) -> Subject:
+        return Subject(
+            self.name, self.ports["fast"], self.ports["paced"], True,
+            pid=lambda: [self.procs["fast"].pid], restart=self.restart_fast,
         )
-    return peak_rss
 
 
-def stream_section(stack: Stack, prompt: str) -> None:
-    """Time to first byte and total of a 300-token stream from a model at 1 ms per token, as a (fast) real one."""
-    stream_model, stream_worker, _ = stack.start_pair("stream", "--token-delay", "0.001")
-    stack.mark_loaded("stream")
-    stream_auth = next(a for a in iter(stack.route, None) if str(a["url"]).endswith(f":{stream_worker}"))
-    print("\n/generate_stream, 300 tokens, one SSE event per token, 1 ms apart (median of 20)")
-    s_payload = {"prompt": prompt, "max_response_tokens": 300}
-    d_stream = http_post("/generate_stream", stream_model, json.dumps(s_payload).encode())
-    w_stream = http_post(
-        "/generate_stream", stream_worker, json.dumps({"auth_data": stream_auth, "payload": s_payload}).encode()
-    )
-    asyncio.run(stream_once(stream_worker, w_stream))  # warm-up: the worker loads its tokenizer
-    d = [asyncio.run(stream_once(stream_model, d_stream)) for _ in range(20)]
-    w = [asyncio.run(stream_once(stream_worker, w_stream)) for _ in range(20)]
-    d_first, d_total = statistics.median(x[0] for x in d) * 1000, statistics.median(x[1] for x in d) * 1000
-    w_first, w_total = statistics.median(x[0] for x in w) * 1000, statistics.median(x[1] for x in w) * 1000
-    print(f"  first byte: direct {d_first:.3f} ms, worker {w_first:.3f} ms, added {w_first - d_first:.3f} ms")
-    print(f"  total:      direct {d_total:.3f} ms, worker {w_total:.3f} ms, added {w_total - d_total:.3f} ms")
+def reference_python() -> str:
+    """The reference PyWorker's venv, made once under the cache folder."""
+    venv = CACHE / f"bench-reference-{REFERENCE_VERSION}"
+    python = venv / "bin" / "python"
+    if not python.exists():
+        print(f"installing the reference PyWorker (vastai=={REFERENCE_VERSION}) into {venv} ...", flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", f"vastai=={REFERENCE_VERSION}"], check=True)
+    script = venv / "bench_worker.py"
+    script.write_text(REFERENCE_WORKER)
+    return str(python)
 
 
-def huge_prompt_section(worker_port: int, auth: dict[str, object]) -> None:
-    print("\na 32k-token prompt of words the worker has not seen (counted off the event loop)")
-    words = random_words(25_000, random.Random(5)) + " " + " ".join(f"w{i}x" for i in range(4000))
-    huge = {"prompt": words, "max_response_tokens": 1}
-    huge_req = http_post("/generate", worker_port, json.dumps({"auth_data": auth, "payload": huge}).encode())
-    idle_worst, busy_worst, huge_ms = asyncio.run(ping_lag_during(worker_port, huge_req))
-    print(f"  answered in {huge_ms:.1f} ms; longest /ping meanwhile {busy_worst:.2f} ms (idle: {idle_worst:.2f} ms)")
+def nginx_subject(stack: Stack) -> Subject | None:
+    binary = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if binary is None:
+        print("nginx is not installed: its column is left out (apt-get install nginx)")
+        return None
+    fast, paced = free_port(), free_port()
+    conf = stack.tmp / "nginx.conf"
+    conf.write_text(NGINX_CONF.format(
+        tmp=stack.tmp, fast=stack.fast_model, paced=stack.paced_model, fast_listen=fast, paced_listen=paced))
+    proc = stack.spawn(1, [binary, "-p", str(stack.tmp), "-c", str(conf)])
+
+    def pids() -> list[int]:
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        found = [proc.pid]
+        if children.exists():
+            found += [int(p) for p in children.read_text().split()]
+        return found
+
+    def restart() -> None:
+        nonlocal proc
+        proc.terminate()
+        proc.wait(10)
+        proc = stack.spawn(1, [binary, "-p", str(stack.tmp), "-c", str(conf)])
+
+    wait_port(fast, 10)
+    return Subject("nginx", fast, paced, False, pid=pids, restart=restart)
+
+
+# -- the rows --------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    title: str
+    unit: str
+    values: dict[str, float]
+    # How pyworker compares: "x" as a multiple of the reference, "+" as time added.
+    kind: str
+
+
+def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: float) -> list[Row]:
+    fast = {"prompt": prompt, "max_response_tokens": 16}
+    stream = {"prompt": prompt, "max_response_tokens": STREAM_TOKENS}
+    rows: list[Row] = []
+
+    rps = {s.name: asyncio.run(closed_loop(s.fast, s.request(stack, "/generate", s.fast, fast), 64, seconds))[0]
+           for s in subjects}
+    rows.append(Row("requests/s at concurrency 64", "req/s", rps, "x"))
+    p50 = {s.name: ms(asyncio.run(closed_loop(s.fast, s.request(stack, "/generate", s.fast, fast), 1, seconds))[1], 0.5)
+           for s in subjects}
+    rows.append(Row("p50 latency at concurrency 1", "ms", p50, "+"))
+
+    def median_first_byte(s: Subject, port: int) -> float:
+        req = s.request(stack, "/generate_stream", port, stream)
+        asyncio.run(first_byte(port, req))  # warm-up
+        return statistics.median(asyncio.run(first_byte(port, req)) for _ in range(20)) * 1000
+
+    rows.append(Row("stream, 1 ms per token: time to first byte", "ms",
+                    {s.name: median_first_byte(s, s.paced) for s in subjects}, "+"))
+    rows.append(Row(f"stream, {STREAM_TOKENS} events back to back: time to first byte", "ms",
+                    {s.name: median_first_byte(s, s.fast) for s in subjects}, "+"))
+    rows.append(Row("the same burst, 16 streams at once: body throughput", "MB/s", {
+        s.name: asyncio.run(stream_throughput(s.fast, s.request(stack, "/generate_stream", s.fast, stream), 16, seconds))
+        for s in subjects}, "x"))
+    rows.append(Row("RSS when ready", "MB", {
+        s.name: sum(rss_mb(pid) for pid in s.pid()) for s in subjects if s.pid()}, "x"))
+
+    starts: dict[str, float] = {}
+    for s in subjects:
+        if s.restart is None:
+            continue
+        req = s.request(stack, "/generate", s.fast, fast)
+        s.restart()
+        starts[s.name] = wait_answer(s.fast, req)
+    rows.append(Row("start to first proxied answer", "s", starts, "x"))
+    return rows
+
+
+def print_round(number: int, rows: list[Row], names: list[str]) -> None:
+    width = 11
+    print(f"\nround {number}")
+    print(f"{'row':<58}" + "".join(f"{n:>{width}}" for n in names) + "   pyworker vs")
+    for row in rows:
+        cells = ""
+        for name in names:
+            value = row.values.get(name)
+            cells += f"{'-' if value is None else f'{value:.3f}' if value < 10 else f'{value:.0f}':>{width}}"
+        print(f"{row.title + ' (' + row.unit + ')':<58}{cells}   {compare(row)}")
+
+
+def compare(row: Row) -> str:
+    """pyworker against the reference and nginx, within the row (`+` rows: time added to direct)."""
+    v = row.values
+    ours = v.get("pyworker")
+    if ours is None:
+        return ""
+    parts = []
+    if row.kind == "+" and "direct" in v:
+        added = {n: v[n] - v["direct"] for n in v if n != "direct"}
+        parts.append("added " + ", ".join(f"{n} {a:+.3f} ms" for n, a in added.items()))
+        if "nginx" in added and added["nginx"] > 0:
+            parts.append(f"{added['pyworker'] / added['nginx']:.1f}x nginx's")
+    else:
+        for peer in ("reference", "nginx"):
+            if peer in v and v[peer] > 0:
+                parts.append(f"{ours / v[peer]:.2f}x the {peer}'s")
+    return "; ".join(parts)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=3.0)
-    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--peers", action="store_true", help="also nginx (when installed) and the reference PyWorker")
+    parser.add_argument("--no-reference", action="store_true", help="with --peers: leave the reference out")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds of every row (default: %(default)s)")
+    parser.add_argument("--seconds", type=float, default=3.0, help="length of each timed measurement")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     args = parser.parse_args()
-    levels = [int(c) for c in args.concurrency.split(",")]
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
+    ref_python = reference_python() if args.peers and not args.no_reference else None
     stack = Stack(pin)
     try:
-        model_port, worker_port, worker = stack.start_pair("fast")
-        time.sleep(0.3)
-        loading_rss = rss_mb(worker.pid)
-        stack.mark_loaded("fast")
-        idle_rss = rss_mb(worker.pid)
-        print(f"pinned: {'worker on core 1, model and load generator on core 0' if pin else 'no'}; "
-              "signatures checked and reports sent, as in production")
-        print(f"worker RSS: {loading_rss:.1f} MB idle before the model loaded (no tokenizer yet), "
-              f"{idle_rss:.1f} MB idle once ready (tokenizer loaded, benchmark done)")
+        subjects = [Subject("direct", stack.fast_model, stack.paced_model, False)]
+        if args.peers:
+            found = nginx_subject(stack)
+            if found is not None:
+                subjects.append(found)
+        workers = []
+        if ref_python is not None:
+            workers.append(WorkerPair(stack, "reference", [ref_python, str(Path(ref_python).parent.parent / "bench_worker.py")], True))
+        workers.append(WorkerPair(stack, "pyworker", [sys.executable, "-m", "pyworker", "workers.hello_world"], False))
+        for pair in workers:
+            for port in pair.ports.values():
+                wait_port(port, 60)
+            pair.mark_loaded()
+        time.sleep(3.0)  # the benchmarks against the stand-in take a second or two
+        subjects += [pair.subject() for pair in workers]
+        names = [s.name for s in subjects]
+        print(f"subjects: {', '.join(names)}; pinned: "
+              f"{'proxies on core 1, models and load generator on core 0' if pin else 'no'}; "
+              f"{args.seconds:g} s a timed measurement; workers check signatures and report")
         prompt = random_words(250, random.Random(11))
-        # Under the platform's signature scheme every route to a worker carries the same signature.
-        auth = stack.route()
-        peak_rss = requests_section(levels, args.seconds, model_port, worker_port, auth, prompt, worker.pid)
-        stream_section(stack, prompt)
-        huge_prompt_section(worker_port, auth)
-        print(f"\nworker RSS: idle when ready {idle_rss:.1f} MB, under load (peak seen) {max(peak_rss, idle_rss):.1f} MB, "
-              f"after {rss_mb(worker.pid):.1f} MB")
-        print("\ncounting a 250-word prompt's tokens (GPT-2 BPE)")
-        print(f"  warm cache (every request after the first few): {count_cost_ms():.3f} ms")
+        for number in range(1, args.rounds + 1):
+            print_round(number, measure_round(stack, subjects, prompt, args.seconds), names)
     finally:
         stack.close()
 

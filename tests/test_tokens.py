@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import random
+import sys
 import tempfile
+import time
+import unicodedata
 import unittest
 
 from unittest import mock
@@ -94,6 +97,25 @@ class Exactness(unittest.TestCase):
                 counter = TokenCounter(self.counter._tok)
                 self.assertEqual(counter.count(text), counter.encode_count(text), text[:80])
                 self.assertEqual(counter.count(text), counter.encode_count(text), text[:80])
+
+
+class UnicodeTables(unittest.TestCase):
+    def test_the_planes_skipped_hold_no_letter_or_number(self) -> None:
+        # What lets the pre-tokenizer's classes be built from planes 0-3 and 14 alone.
+        kept = set().union(*(set(plane) for plane in tokens._PLANES_WITH_LETTERS))
+        for cp in range(sys.maxunicode + 1):
+            if cp not in kept:
+                self.assertNotIn(unicodedata.category(chr(cp))[0], "LN", hex(cp))
+
+    def test_the_default_counter_builds_them_in_the_background(self) -> None:
+        counter = TokenCounter.gpt2()
+        self.assertIsNone(counter._unicode_split, "not built by loading")
+        counter.prepare_unicode_in_background()
+        wait = time.monotonic() + 30
+        while counter._unicode_split is None and time.monotonic() < wait:
+            time.sleep(0.01)
+        self.assertIsNotNone(counter._unicode_split)
+        self.assertEqual(counter.count("héllo wörld"), counter.encode_count("héllo wörld"))
 
 
 class OwnTokenizer(unittest.TestCase):
