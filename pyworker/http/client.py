@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any, AsyncIterator, Iterable, Iterator, Sequence, Union, cast
@@ -17,12 +18,18 @@ from urllib.parse import urlsplit
 
 import h11
 
+from .chunks import ChunkError, ChunkScanner
 from .flow import FlowControl
 from .timers import Deadline
 from .headers import get_header
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
+
+# The end of a response head (h11 also takes bare LF line ends).
+_HEAD_END = re.compile(rb"\r?\n\r?\n")
+# A response head that has not ended within this many bytes is refused.
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 
 # Request bodies over this size are sent in slices of it.
 SEND_SLICE_BYTES = 256 * 1024
@@ -116,6 +123,14 @@ class _ClientConnection(asyncio.Protocol):
         self.busy_set: set[_ClientConnection] | None = None
         self._deadline = Deadline(self._loop, self._on_timeout)
         self._timeout_s = limits.read_timeout_s
+        # While a response head is awaited, what arrived is held here, and h11
+        # is given exactly one head at a time: the body's bytes stay ours, so
+        # a chunked body can go through `_chunks` (see chunks.py).
+        self._awaiting_head = False
+        self._held = bytearray()
+        self._chunks: ChunkScanner | None = None
+        self._method = b""
+        self._h11_closed = False
 
     # asyncio callbacks
 
@@ -124,7 +139,12 @@ class _ClientConnection(asyncio.Protocol):
         self.flow = FlowControl(self.transport)
 
     def data_received(self, data: bytes) -> None:
-        self.framing.receive_data(data)
+        if self._chunks is not None:
+            self._chunks.feed(data)
+        elif self._awaiting_head:
+            self._held += data
+        else:
+            self.framing.receive_data(data)
         self.received += len(data)
         self.last_activity = self._loop.time()
         self._unread += len(data)
@@ -156,8 +176,16 @@ class _ClientConnection(asyncio.Protocol):
     # helpers
 
     def _feed_eof(self) -> None:
+        # Held bytes and a chunked body in progress meet the end in `poll_event`.
         if not self._eof_fed:
             self._eof_fed = True
+            if self._chunks is None and not self._awaiting_head:
+                self._close_h11()
+
+    def _close_h11(self) -> None:
+        """Tell h11 the input ended (once)."""
+        if not self._h11_closed:
+            self._h11_closed = True
             self.framing.receive_data(b"")
 
     def _wake(self) -> None:
@@ -188,6 +216,10 @@ class _ClientConnection(asyncio.Protocol):
             raise ConnectionResetError("connection closed before the request was sent")
         self.received = 0
         self.last_activity = self._loop.time()
+        self._awaiting_head = True
+        self._held.clear()
+        self._chunks = None
+        self._method = head.method
         framing = self.framing
         transport = self.transport
         out = framing.send(head)
@@ -218,27 +250,102 @@ class _ClientConnection(asyncio.Protocol):
         transport.write(framing.send(h11.EndOfMessage()))
 
     def poll_event(self) -> h11.Event | type[h11.PAUSED] | None:
-        """The next event h11 can make of what has arrived, or None if it needs more."""
+        """The next event that can be made of what has arrived, or None if more is needed."""
         if self.failure is not None:
             raise self.failure
-        # With nothing received since h11 last said NEED_DATA, it would only
-        # say so again: skip the call.
+        # With nothing received since the last "need more", asking again
+        # would only say so again: skip the work.
         while self._unread or self._eof_fed or self.lost:
+            if self._awaiting_head and not self._head_to_h11():
+                if not (self._eof_fed or self.lost):
+                    self._need_data()
+                    return None
+                self._give_h11_the_rest()  # closed before a whole head: h11 says what that is
+            if self._chunks is not None:
+                data = self._take_chunks()
+                if data:
+                    return h11.Data(data=data)
+                if self._chunks is not None:
+                    if self._eof_fed or self.lost:
+                        raise UpstreamProtocolError("model server closed the connection mid-response")
+                    self._need_data()
+                    return None
             try:
                 event = self.framing.next_event()
             except h11.RemoteProtocolError as exc:
                 raise UpstreamProtocolError(f"model server broke HTTP/1.1: {exc}") from None
             if event is not h11.NEED_DATA:
+                kind = type(event)
+                if kind is h11.Response:
+                    self._body_after(cast(h11.Response, event))
+                elif kind is h11.InformationalResponse:
+                    self._awaiting_head = True  # the final head is still to come
                 return cast("h11.Event | type[h11.PAUSED]", event)
-            self._unread = 0
-            assert self.flow is not None
-            self.flow.resume_reading()
+            self._need_data()
             if not self.lost:
                 break
             if self._eof_fed:
                 raise UpstreamProtocolError("model server closed the connection")
             self._feed_eof()
         return None
+
+    def _need_data(self) -> None:
+        """Everything received is consumed: read from the socket again."""
+        self._unread = 0
+        assert self.flow is not None
+        self.flow.resume_reading()
+
+    def _head_to_h11(self) -> bool:
+        """Give h11 the next whole head held, and nothing after it; False if none has ended yet."""
+        held = self._held
+        end = _HEAD_END.search(held)
+        if end is None:
+            if len(held) > MAX_RESPONSE_HEAD_BYTES:
+                raise UpstreamProtocolError(f"model server's response head is over {MAX_RESPONSE_HEAD_BYTES} bytes")
+            return False
+        self.framing.receive_data(bytes(held[: end.end()]))
+        del held[: end.end()]
+        self._awaiting_head = False
+        return True
+
+    def _give_h11_the_rest(self) -> None:
+        self._awaiting_head = False
+        self.framing.receive_data(bytes(self._held))
+        self._held.clear()
+        if self._eof_fed:
+            self._close_h11()
+
+    def _body_after(self, head: h11.Response) -> None:
+        """Route the body that follows `head`: plain chunks to the scanner, anything else to h11."""
+        rest = bytes(self._held)
+        self._held.clear()
+        chunked = (
+            self._method != b"HEAD"
+            and head.status_code not in (204, 304)
+            and (get_header(head.headers, b"transfer-encoding") or b"").lower() == b"chunked"
+            and self.framing.their_state is h11.SEND_BODY
+        )
+        if chunked:
+            self._chunks = ChunkScanner()
+            self._chunks.feed(rest)
+        elif rest:
+            self.framing.receive_data(rest)
+        if self._eof_fed and not chunked:
+            self._close_h11()
+
+    def _take_chunks(self) -> bytes:
+        chunks = self._chunks
+        assert chunks is not None
+        try:
+            data = chunks.take()
+        except ChunkError as exc:
+            raise UpstreamProtocolError(f"model server broke HTTP/1.1: {exc}") from None
+        if chunks.handoff is not None:
+            self._chunks = None
+            self.framing.receive_data(chunks.handoff)
+            if self._eof_fed:
+                self._close_h11()
+        return data
 
     async def next_event(self, timeout_s: float) -> h11.Event | type[h11.PAUSED]:
         """The next event, waiting at most `timeout_s` of silence for it."""

@@ -1,0 +1,195 @@
+"""The chunked-body fast path against h11 alone: the same response bytes, split
+at every boundary, must give the same body, the same end, or both an error."""
+
+from __future__ import annotations
+
+import asyncio
+import unittest
+from typing import Any
+
+import h11
+
+from pyworker.http.chunks import ChunkError, ChunkScanner
+from pyworker.http.client import ClientLimits, UpstreamError, _ClientConnection
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+VALID_BODIES = [
+    b"0\r\n\r\n",
+    b"5\r\nhello\r\n0\r\n\r\n",
+    b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n",
+    b"".join(b"%x\r\n" % len(e) + e + b"\r\n" for e in (b"data: %d\n\n" % i for i in range(40))) + b"0\r\n\r\n",
+    b"A\r\n0123456789\r\nf\r\n0123456789abcde\r\n0\r\n\r\n",  # upper and lower case hex
+    b"0005\r\nhello\r\n000\r\n\r\n",  # leading zeros
+    b"5;name=value\r\nhello\r\n0\r\n\r\n",  # an extension: h11's to read
+    b"5\r\nhello\r\n0\r\nx-trailer: 1\r\n\r\n",  # trailers
+    b"5 \r\nhello\r\n0\r\n\r\n",  # whitespace after the size: h11 decides
+    b"400\r\n" + b"x" * 1024 + b"\r\n0\r\n\r\n",
+    b"3\r\n\r\n\r\r\n0\r\n\r\n",  # data that holds CR and LF
+]
+INVALID_BODIES = [
+    b"5\r\nhelloXX0\r\n\r\n",  # data not followed by CRLF
+    b"5\r\nhello\rX0\r\n\r\n",
+    b"g\r\nhello\r\n0\r\n\r\n",  # not hex
+    b"5\r\nhel",  # the connection closes mid-chunk
+    b"5\r\nhello\r\n",  # ... at a boundary, without the last chunk
+    b"5\r\nhello",
+    b"\r\n5\r\nhello\r\n0\r\n\r\n",  # an empty size line
+]
+
+
+def h11_alone(wire: bytes, pieces: list[bytes]) -> tuple[bytes, str]:
+    """Body and how it ended ("end", "error"), by h11 with nothing in front of it."""
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="POST", target="/", headers=[("host", "m"), ("content-length", "0")]))
+    conn.send(h11.EndOfMessage())
+    body = b""
+    try:
+        for piece in [*pieces, b""]:
+            conn.receive_data(piece)
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    break
+                if isinstance(event, h11.Data):
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    return body, "end"
+                elif isinstance(event, h11.ConnectionClosed):
+                    return body, "error"
+    except h11.RemoteProtocolError:
+        return body, "error"
+    return body, "error"
+
+
+class _Transport(asyncio.Transport):
+    """Stands in for the socket under the connection (the connection is what is tested)."""
+
+    def write(self, data: Any) -> None:
+        pass
+
+    def writelines(self, data: Any) -> None:
+        pass
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return False
+
+    def abort(self) -> None:
+        pass
+
+
+def through_client(pieces: list[bytes]) -> tuple[bytes, str]:
+    """Body and end as the pool's connection reads them (head by h11, plain chunks by the scanner)."""
+    conn = _ClientConnection(ClientLimits())
+    conn.connection_made(_Transport())
+    head = h11.Request(method="POST", target="/", headers=[(b"host", b"m"), (b"content-length", b"0")])
+    conn.send(head, b"", 0)
+    body = b""
+    got_head = False
+    try:
+        for i, piece in enumerate([*pieces, None]):
+            if piece is None:
+                conn.eof_received()
+            else:
+                conn.data_received(piece)
+            while True:
+                event = conn.poll_event()
+                if event is None:
+                    break
+                if isinstance(event, h11.InformationalResponse):
+                    continue
+                if isinstance(event, h11.Response):
+                    got_head = True
+                elif isinstance(event, h11.Data):
+                    assert got_head
+                    body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    assert conn.framing.their_state is h11.DONE, "h11 ended the message"
+                    return body, "end"
+                else:
+                    return body, "error"
+    except UpstreamError:
+        return body, "error"
+    return body, "error"
+
+
+def splits(wire: bytes) -> list[list[bytes]]:
+    """The wire whole, split in two at every byte, and byte by byte."""
+    ways = [[wire]] + [[wire[:k], wire[k:]] for k in range(1, len(wire))]
+    ways.append([wire[i : i + 1] for i in range(len(wire))])
+    return ways
+
+
+class Differential(unittest.IsolatedAsyncioTestCase):
+    async def test_valid_streams_give_what_h11_gives(self) -> None:
+        for body in VALID_BODIES:
+            wire = HEAD + body
+            expected = h11_alone(wire, [wire])
+            self.assertEqual(expected[1], "end", body)
+            for pieces in splits(wire):
+                with self.subTest(body=body[:40], pieces=len(pieces), first=len(pieces[0])):
+                    self.assertEqual(through_client(pieces), expected)
+
+    async def test_broken_streams_fail_as_h11_fails(self) -> None:
+        for body in INVALID_BODIES:
+            wire = HEAD + body
+            self.assertEqual(h11_alone(wire, [wire])[1], "error", body)
+            for pieces in splits(wire):
+                with self.subTest(body=body, pieces=len(pieces), first=len(pieces[0])):
+                    got_body, end = through_client(pieces)
+                    self.assertEqual(end, "error")
+                    self.assertTrue(b"hello".startswith(got_body) or not got_body, got_body)
+
+    async def test_a_head_with_bare_lf_lines_is_read(self) -> None:
+        wire = HEAD.replace(b"\r\n", b"\n") + b"5\r\nhello\r\n0\r\n\r\n"
+        self.assertEqual(through_client([wire]), h11_alone(wire, [wire]))
+
+    async def test_a_content_length_body_is_h11s(self) -> None:
+        wire = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
+        for pieces in splits(wire):
+            self.assertEqual(through_client(pieces), (b"hello", "end"))
+
+    async def test_100_continue_then_the_answer(self) -> None:
+        wire = b"HTTP/1.1 100 Continue\r\n\r\n" + HEAD + b"5\r\nhello\r\n0\r\n\r\n"
+        for pieces in splits(wire):
+            self.assertEqual(through_client(pieces), (b"hello", "end"))
+
+
+class Scanner(unittest.TestCase):
+    def test_many_chunks_in_one_read_come_out_as_one_piece(self) -> None:
+        scanner = ChunkScanner()
+        events = [b"data: %d\n\n" % i for i in range(300)]
+        scanner.feed(b"".join(b"%x\r\n" % len(e) + e + b"\r\n" for e in events))
+        self.assertEqual(scanner.take(), b"".join(events))
+        self.assertTrue(scanner.at_boundary)
+        self.assertIsNone(scanner.handoff)
+
+    def test_the_last_chunk_is_handed_over_from_the_boundary(self) -> None:
+        scanner = ChunkScanner()
+        scanner.feed(b"2\r\nab\r\n0\r\nx: y\r\n\r\n")
+        self.assertEqual(scanner.take(), b"ab")
+        self.assertEqual(scanner.handoff, b"0\r\nx: y\r\n\r\n")
+
+    def test_a_large_chunk_is_passed_on_as_it_arrives(self) -> None:
+        scanner = ChunkScanner()
+        scanner.feed(b"100000\r\n" + b"x" * 1000)
+        self.assertEqual(len(scanner.take()), 1000)
+        scanner.feed(b"y" * 5000)
+        self.assertEqual(scanner.take(), b"y" * 5000)
+        self.assertFalse(scanner.at_boundary)
+
+    def test_a_broken_chunk_end_is_an_error(self) -> None:
+        scanner = ChunkScanner()
+        scanner.feed(b"1\r\naXY")
+        with self.assertRaises(ChunkError):
+            scanner.take()
+
+
+if __name__ == "__main__":
+    unittest.main()
