@@ -36,7 +36,8 @@ TEXT_TYPE = "text/plain; charset=utf-8"
 class _Responder(Protocol):
     """What a connection offers a `StreamResponse` (the server protocol implements it)."""
 
-    head_sent: bool
+    @property
+    def head_sent(self) -> bool: ...
 
     async def start(self, status: int, headers: Headers) -> None: ...
 

@@ -111,7 +111,7 @@ class Phase(enum.Enum):
 class _Exchange:
     """One request's state on a connection, from its head to its response."""
 
-    __slots__ = ("head", "handler", "early", "body", "body_bytes", "body_started")
+    __slots__ = ("head", "handler", "early", "body", "body_bytes", "body_started", "head_sent", "pending_head")
 
     def __init__(self) -> None:
         self.head: h11.Request | None = None
@@ -120,6 +120,9 @@ class _Exchange:
         self.body: list[bytes] = []
         self.body_bytes = 0
         self.body_started = 0.0
+        self.head_sent = False  # the response head went to h11 (maybe still held, below)
+        # A streamed response's head, held until the end of the loop turn.
+        self.pending_head = b""
 
 
 class HTTPServerProtocol(asyncio.Protocol):
@@ -140,8 +143,11 @@ class HTTPServerProtocol(asyncio.Protocol):
         # True once the current head's deadline is set (from accept, for the first).
         self._head_due = True
         self._ex = _Exchange()
-        self.head_sent = False
-        self._pending_head = b""
+
+    @property
+    def head_sent(self) -> bool:
+        """True once the current request's response has begun (then no other answer can be sent)."""
+        return self._ex.head_sent
 
     # -- asyncio callbacks -------------------------------------------------
 
@@ -366,7 +372,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         end = conn.send(h11.EndOfMessage())
         assert end is not None
         self._write(out + end)
-        self.head_sent = True
+        self._ex.head_sent = True
 
     async def start(self, status: int, headers: Headers) -> None:
         """Send a streamed response's head (called by `StreamResponse.prepare`)."""
@@ -377,12 +383,13 @@ class HTTPServerProtocol(asyncio.Protocol):
         # Held until the end of this loop turn: a body piece written before
         # then goes out with it in one send, which is what a model that
         # answers at once gets (head and first token in one packet).
-        self._pending_head = out
-        self._loop.call_soon(self._flush_head)
-        self.head_sent = True
+        ex = self._ex
+        ex.pending_head = out
+        ex.head_sent = True
+        self._loop.call_soon(self._flush_head, ex)
 
-    def _flush_head(self) -> None:
-        head, self._pending_head = self._pending_head, b""
+    def _flush_head(self, ex: _Exchange) -> None:
+        head, ex.pending_head = ex.pending_head, b""
         if head and self.phase is not Phase.CLOSED:
             self._write(head)
 
@@ -393,9 +400,10 @@ class HTTPServerProtocol(asyncio.Protocol):
         assert self._transport is not None and self._flow is not None
         pieces = self._conn.send_with_data_passthrough(h11.Data(data=data))
         assert pieces is not None
-        if self._pending_head:
-            pieces.insert(0, self._pending_head)
-            self._pending_head = b""
+        ex = self._ex
+        if ex.pending_head:
+            pieces.insert(0, ex.pending_head)
+            ex.pending_head = b""
         self._transport.writelines(pieces)
         try:
             await self._flow.drain(self._limits.send_timeout_s)
@@ -411,9 +419,10 @@ class HTTPServerProtocol(asyncio.Protocol):
             raise ClientDisconnected("client disconnected")
         end = self._conn.send(h11.EndOfMessage())
         assert end is not None
-        if self._pending_head:
-            end = self._pending_head + end
-            self._pending_head = b""
+        ex = self._ex
+        if ex.pending_head:
+            end = ex.pending_head + end
+            ex.pending_head = b""
         self._write(end)
 
     # -- connection lifecycle ----------------------------------------------
@@ -421,8 +430,6 @@ class HTTPServerProtocol(asyncio.Protocol):
     def _next_cycle(self) -> bool:
         """Get ready for the next request on this connection, or close it."""
         self._ex = _Exchange()
-        self.head_sent = False
-        self._pending_head = b""
         if self.phase is Phase.CLOSED:
             return False
         conn = self._conn
