@@ -50,6 +50,7 @@ from pyworker.auth.signatures import Scheme, signed_message  # noqa: E402
 from pyworker.dev.ports import free_port, wait_port  # noqa: E402
 from pyworker.dev.rsa_keys import RSAKeyPair  # noqa: E402
 from pyworker.loadtest.stats import percentile  # noqa: E402
+from pyworker.tokens import TokenCounter  # noqa: E402
 from pyworker.words import random_words  # noqa: E402
 
 REFERENCE_VERSION = "1.9.1"
@@ -240,27 +241,117 @@ async def first_byte(port: int, request: bytes) -> float:
     return first
 
 
+async def read_to_last_chunk(reader: asyncio.StreamReader) -> None:
+    """Read one chunked response raw until its last chunk, decoding nothing.
+
+    The load generator shares a core with the model: decoding every chunk
+    in Python would make it the limit, and favour proxies that merge chunks.
+    """
+    tail = b""
+    while not tail.endswith(b"\r\n0\r\n\r\n"):
+        data = await reader.read(1 << 16)
+        if not data:
+            raise RuntimeError("connection closed mid-stream")
+        tail = (tail + data)[-16:]
+
+
 async def stream_throughput(port: int, request: bytes, streams: int, seconds: float) -> float:
     """MB/s of stream bodies with `streams` keep-alive connections streaming back to back."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    body_size = await read_stream(reader)  # every answer is the same stream of events
+    writer.close()
     stop_at = time.perf_counter() + seconds
-    total = 0
+    done = 0
 
     async def one() -> None:
-        nonlocal total
+        nonlocal done
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         while time.perf_counter() < stop_at:
             writer.write(request)
-            size = await read_stream(reader)
-            total += size  # not `total += await ...`: that reads `total` before the wait
+            await read_to_last_chunk(reader)
+            done += 1
         writer.close()
 
     start = time.perf_counter()
     await asyncio.gather(*(one() for _ in range(streams)))
-    return total / (time.perf_counter() - start) / 1e6
+    return done * body_size / (time.perf_counter() - start) / 1e6
 
 
 def ms(values: list[float], q: float) -> float:
     return (percentile(values, q) or 0.0) * 1000
+
+
+# -- pyworker alone ------------------------------------------------------------------
+
+
+async def ping_lag_during(port: int, request: bytes) -> tuple[float, float, float]:
+    """Longest /ping round trip while `request` (a huge prompt) is handled, vs before.
+
+    Shows whether counting the prompt's tokens held the worker's event loop.
+    """
+
+    async def pings(until: asyncio.Future[None] | None, count: int = 0) -> float:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        worst = 0.0
+        n = 0
+        while (until is not None and not until.done()) or (until is None and n < count):
+            start = time.perf_counter()
+            writer.write(b"GET /ping HTTP/1.1\r\nHost: x\r\n\r\n")
+            await reader.readuntil(b"pong")
+            worst = max(worst, time.perf_counter() - start)
+            n += 1
+            await asyncio.sleep(0.001)
+        writer.close()
+        return worst * 1000
+
+    idle_worst = await pings(None, 200)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    pinger = asyncio.create_task(pings(done))
+    start = time.perf_counter()
+    writer.write(request)
+    await reader.readuntil(b"\r\n\r\n")
+    elapsed = (time.perf_counter() - start) * 1000
+    done.set_result(None)
+    busy_worst = await pinger
+    writer.close()
+    return idle_worst, busy_worst, elapsed
+
+
+def count_cost_ms() -> float:
+    counter = TokenCounter.default()
+    rng = random.Random(3)
+    prompts = [random_words(250, rng) for _ in range(50)]
+    for p in prompts:
+        counter.count(p)  # the cache is warm as it is on a busy worker
+    n = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < 1.0:
+        for p in prompts:
+            counter.count(p)
+        n += len(prompts)
+    per = (time.perf_counter() - start) / n * 1000
+    cold = TokenCounter.gpt2()
+    start = time.perf_counter()
+    for p in prompts[:10]:
+        cold.count(p)
+    print(f"  first sight of a 250-word prompt (cold cache): {(time.perf_counter() - start) / 10 * 1000:.3f} ms")
+    encode_start = time.perf_counter()
+    for p in prompts[:20]:
+        counter.encode_count(p)
+    print(f"  tokenizers' own encode:                        {(time.perf_counter() - encode_start) / 20 * 1000:.3f} ms")
+    return per
+
+
+def huge_prompt_section(worker_port: int, auth: dict[str, object]) -> None:
+    """How long a 32k-token prompt of unseen words holds the worker's event loop."""
+    print("\na 32k-token prompt of words the worker has not seen (counted off the event loop)")
+    words = random_words(25_000, random.Random(5)) + " " + " ".join(f"w{i}x" for i in range(4000))
+    huge = {"prompt": words, "max_response_tokens": 1}
+    huge_req = http_post("/generate", worker_port, json.dumps({"auth_data": auth, "payload": huge}).encode())
+    idle_worst, busy_worst, huge_ms = asyncio.run(ping_lag_during(worker_port, huge_req))
+    print(f"  answered in {huge_ms:.1f} ms; longest /ping meanwhile {busy_worst:.2f} ms (idle: {idle_worst:.2f} ms)")
 
 
 # -- the processes -------------------------------------------------------------------
@@ -571,6 +662,11 @@ def main() -> None:
         prompt = random_words(250, random.Random(11))
         for number in range(1, args.rounds + 1):
             print_round(number, measure_round(stack, subjects, prompt, args.seconds), names)
+        ours = subjects[-1]
+        print("\npyworker alone")
+        huge_prompt_section(ours.fast, stack.auth(ours.fast))
+        print("counting a 250-word prompt's tokens (GPT-2 BPE)")
+        print(f"  warm cache (every request after the first few): {count_cost_ms():.3f} ms")
     finally:
         stack.close()
 

@@ -131,6 +131,7 @@ class _ClientConnection(asyncio.Protocol):
         self._chunks: ChunkScanner | None = None
         self._method = b""
         self._h11_closed = False
+        self._maybe_chunked = False
 
     # asyncio callbacks
 
@@ -303,7 +304,11 @@ class _ClientConnection(asyncio.Protocol):
             if len(held) > MAX_RESPONSE_HEAD_BYTES:
                 raise UpstreamProtocolError(f"model server's response head is over {MAX_RESPONSE_HEAD_BYTES} bytes")
             return False
-        self.framing.receive_data(bytes(held[: end.end()]))
+        head = bytes(held[: end.end()])
+        # Only a head that says "chunked" somewhere can start a chunked body:
+        # the others skip the header lookup in `_body_after`.
+        self._maybe_chunked = b"chunked" in head.lower()
+        self.framing.receive_data(head)
         del held[: end.end()]
         self._awaiting_head = False
         return True
@@ -320,7 +325,8 @@ class _ClientConnection(asyncio.Protocol):
         rest = bytes(self._held)
         self._held.clear()
         chunked = (
-            self._method != b"HEAD"
+            self._maybe_chunked
+            and self._method != b"HEAD"
             and head.status_code not in (204, 304)
             and (get_header(head.headers, b"transfer-encoding") or b"").lower() == b"chunked"
             and self.framing.their_state is h11.SEND_BODY
