@@ -5,8 +5,11 @@ the GIL. But a byte-level BPE tokenizer (GPT-2's and most LLMs' since)
 splits text into pre-tokens first and runs BPE on each one alone, so the
 count of a text is the sum of the counts of its pre-tokens, and those can be
 cached. We split with a stdlib regex equal to the GPT-2 pre-tokenizer's, look
-each pre-token up, and send only unseen ones to `tokenizers` in a batch.
-`tests/test_tokens.py` checks the counts against `encode` on a corpus.
+each pre-token up, and count only unseen ones: for the shipped GPT-2
+vocabulary with our own count-only BPE on a 500 KB merge table (`bpe.py`;
+`tokenizers` would hold 17 MB and is not even imported), for a model's own
+tokenizer with `tokenizers` in a batch. `tests/test_tokens.py` checks the
+counts against `tokenizers`' `encode` on a corpus.
 
 For tokenizers of another shape (a model's own `tokenizer.json` with a
 normalizer or a different pre-tokenizer) the counter falls back to `encode`,
@@ -25,6 +28,8 @@ import threading
 import unicodedata
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
+
+from .bpe import ByteLevelBPE
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -112,14 +117,29 @@ class TokenCounter:
     2
     """
 
-    def __init__(self, tokenizer: Tokenizer) -> None:
+    def __init__(self, tokenizer: Tokenizer | None, bpe: ByteLevelBPE | None = None) -> None:
+        """Count with `tokenizer`, or with `bpe` (then `tokenizer` is loaded only when needed)."""
+        if tokenizer is None and bpe is None:
+            raise ValueError("a TokenCounter needs a tokenizer or a ByteLevelBPE")
         self._tok = tokenizer
+        self._bpe = bpe
         self._cache: dict[str, int] = {}
         self._lead: dict[str, int] = {}
         self._unicode_split: re.Pattern[str] | None = None
         self._lock = threading.Lock()
         # True when counts may be cached per pre-token and stay exact.
-        self.exact_cache = self._is_plain_byte_level(tokenizer)
+        self.exact_cache = bpe is not None or (tokenizer is not None and self._is_plain_byte_level(tokenizer))
+
+    @property
+    def tokenizer(self) -> Tokenizer:
+        """The `tokenizers` tokenizer; for the shipped GPT-2 counter, built on first use."""
+        tok = self._tok
+        if tok is None:
+            with self._lock:
+                tok = self._tok
+                if tok is None:
+                    tok = self._tok = _gpt2_tokenizer()
+        return tok
 
     @staticmethod
     def _is_plain_byte_level(tokenizer: Tokenizer) -> bool:
@@ -150,13 +170,14 @@ class TokenCounter:
 
     @classmethod
     def gpt2(cls) -> TokenCounter:
-        """The GPT-2 byte-level BPE tokenizer shipped inside the package."""
-        from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+        """GPT-2's byte-level BPE, shipped inside the package, counted with its merge table (see `bpe`)."""
+        counter: TokenCounter
 
-        tok = Tokenizer(models.BPE.from_file(str(DATA_DIR / "encoder.json"), str(DATA_DIR / "vocab.bpe")))
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-        tok.decoder = decoders.ByteLevel()
-        return cls(tok)
+        def long_piece(piece: str) -> int:
+            return len(counter.tokenizer.encode(piece, add_special_tokens=False).ids)
+
+        counter = cls(None, ByteLevelBPE.gpt2(long_piece))
+        return counter
 
     _default: TokenCounter | None = None
     _default_lock = threading.Lock()
@@ -197,7 +218,7 @@ class TokenCounter:
 
     def encode_count(self, text: str) -> int:
         """The count straight from `tokenizers` (slow; the reference for tests)."""
-        return len(self._tok.encode(text, add_special_tokens=False).ids)
+        return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     def _split(self, text: str) -> list[str]:
         if text.isascii():
@@ -221,7 +242,11 @@ class TokenCounter:
         if len(cache) + len(missing) > MAX_CACHE_ENTRIES:
             cache.clear()
             self._lead.clear()
-        tok = self._tok
+        if self._bpe is not None:
+            for piece in missing:
+                cache[piece] = self._bpe_count(piece)
+            return
+        tok = self.tokenizer
         if len(missing) < _BATCH_MIN:
             for piece in missing:
                 cache[piece] = len(tok.encode(piece, add_special_tokens=False).ids)
@@ -281,10 +306,20 @@ class TokenCounter:
             return self._count_by_spaces(text)
         return self._count_pieces(self._split(text))
 
+    def _bpe_count(self, key: str) -> int:
+        """BPE's count of a cache key: a pre-token, or a part between spaces holding several."""
+        bpe = self._bpe
+        assert bpe is not None
+        return sum(map(bpe.count, self._split(key)))
+
     def _get(self, piece: str) -> int:
         n = self._cache.get(piece)
         if n is None:  # the cache was cleared by another thread meanwhile
-            n = self._cache[piece] = len(self._tok.encode(piece, add_special_tokens=False).ids)
+            if self._bpe is not None:
+                n = self._bpe_count(piece)
+            else:
+                n = len(self.tokenizer.encode(piece, add_special_tokens=False).ids)
+            self._cache[piece] = n
         return n
 
     def _count_by_spaces(self, text: str) -> int:
@@ -312,6 +347,16 @@ class TokenCounter:
                 if key.startswith(" "):
                     lead[key[1:]] = self._get(key)
         return (self._get(first) if first else 0) + sum(self._get(" " + part) for part in rest)
+
+
+def _gpt2_tokenizer() -> Tokenizer:
+    """GPT-2's tokenizer in `tokenizers` (12 MB): the reference for tests, and for huge pre-tokens."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+
+    tok = Tokenizer(models.BPE.from_file(str(DATA_DIR / "encoder.json"), str(DATA_DIR / "vocab.bpe")))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    return tok
 
 
 def _spaces_are_safe(text: str) -> bool:

@@ -11,6 +11,7 @@ import time
 import unicodedata
 import unittest
 
+from typing import Callable
 from unittest import mock
 
 from pyworker import tokens
@@ -60,12 +61,18 @@ class Exactness(unittest.TestCase):
         for text in corpus():
             self.assertEqual(counter.count(text), counter.encode_count(text), repr(text))
 
+    def kinds(self) -> list[Callable[[], TokenCounter]]:
+        """Both ways of counting with the cache: the shipped merge table, and `tokenizers` batches."""
+        tokenizer = self.counter.tokenizer
+        return [TokenCounter.gpt2, lambda: TokenCounter(tokenizer)]
+
     def test_counts_are_exact_when_computed_fresh(self) -> None:
-        counter = TokenCounter(self.counter._tok)
-        for text in corpus():
-            counter._cache.clear()
-            counter._lead.clear()
-            self.assertEqual(counter.count(text), counter.encode_count(text), repr(text))
+        for make in self.kinds():
+            counter = make()
+            for text in corpus():
+                counter._cache.clear()
+                counter._lead.clear()
+                self.assertEqual(counter.count(text), counter.encode_count(text), repr(text))
 
     def test_counts_stay_exact_once_cached(self) -> None:
         counter = self.counter
@@ -93,10 +100,58 @@ class Exactness(unittest.TestCase):
             "".join(rng.choice("ab \n\t'日1.") for _ in range(5000)),
         ]
         with mock.patch.object(tokens, "SLICE_CHARS", 64), mock.patch.object(tokens, "_CUT_SEARCH_CHARS", 256):
-            for text in texts:
-                counter = TokenCounter(self.counter._tok)
-                self.assertEqual(counter.count(text), counter.encode_count(text), text[:80])
-                self.assertEqual(counter.count(text), counter.encode_count(text), text[:80])
+            for make in self.kinds():
+                for text in texts:
+                    counter = make()
+                    self.assertEqual(counter.count(text), counter.encode_count(text), text[:80])
+                    self.assertEqual(counter.count(text), counter.encode_count(text), text[:80])
+
+
+class MergeTable(unittest.TestCase):
+    """The count-only BPE of `pyworker.bpe` against `tokenizers` on single pre-tokens."""
+
+    counter: TokenCounter
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        cls.counter = TokenCounter.gpt2()
+
+    def encode(self, piece: str) -> int:
+        return len(self.counter.tokenizer.encode(piece, add_special_tokens=False).ids)
+
+    def test_random_pre_tokens_of_every_kind(self) -> None:
+        rng = random.Random(7)
+        alphabets = [
+            "abcdefghijklmnopqrstuvwxyz", "ABCXYZ", "0123456789", "!?.,;:-_()[]{}'\"", " \n\t\r",
+            "éèàüößçñ", "日本語中文字", "😀🎉🚀", "\x00\x01\x7f\x85\xa0\xad", "абвгд", "αβγ",
+        ]
+        bpe = self.counter._bpe
+        assert bpe is not None
+        for _ in range(3000):
+            text = "".join(rng.choice(rng.choice(alphabets)) for _ in range(rng.randint(1, 24)))
+            for piece in self.counter._split(text):
+                self.assertEqual(bpe.count(piece), self.encode(piece), repr(piece))
+
+    def test_every_word_of_the_word_list_with_a_leading_space(self) -> None:
+        bpe = self.counter._bpe
+        assert bpe is not None
+        for word in word_list()[::7]:
+            self.assertEqual(bpe.count(" " + word), self.encode(" " + word), word)
+
+    def test_a_pre_token_too_long_for_the_table_is_counted_by_tokenizers(self) -> None:
+        from pyworker.bpe import MAX_BPE_BYTES
+
+        long_word = "ab" * MAX_BPE_BYTES
+        counter = TokenCounter.gpt2()
+        self.assertIsNone(counter._tok, "tokenizers is loaded only when needed")
+        self.assertEqual(counter.count(long_word), self.encode(long_word))
+        self.assertIsNotNone(counter._tok)
+
+    def test_the_shipped_table_is_built_from_vocab_bpe(self) -> None:
+        from pyworker.bpe import MERGE_TABLE, build_merge_table
+
+        vocab = (tokens.DATA_DIR / "vocab.bpe").read_text(encoding="utf-8")
+        self.assertEqual(MERGE_TABLE.read_bytes(), build_merge_table(vocab), "run scripts/make_merge_table.py")
 
 
 class UnicodeTables(unittest.TestCase):
@@ -123,7 +178,7 @@ class OwnTokenizer(unittest.TestCase):
         from tokenizers import Tokenizer
 
         base = TokenCounter.gpt2()
-        spec = json.loads(base._tok.to_str())
+        spec = json.loads(base.tokenizer.to_str())
         spec["normalizer"] = {"type": "Lowercase"}
         tok = Tokenizer.from_str(json.dumps(spec))
         counter = TokenCounter(tok)
@@ -134,7 +189,7 @@ class OwnTokenizer(unittest.TestCase):
         base = TokenCounter.gpt2()
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "tokenizer.json")
-            base._tok.save(path)
+            base.tokenizer.save(path)
             counter = TokenCounter.from_file(path)
             self.assertTrue(counter.exact_cache)
             self.assertEqual(counter.count("any text at all"), base.count("any text at all"))
