@@ -55,6 +55,9 @@ _PIECE_BATCH = 4096
 # the two sides add up to the count of the whole. Python's \S is narrower
 # than "not Unicode White_Space", so every cut it finds is safe.
 _CUT = re.compile(r"(?<=\S) (?=\S)")
+# The default counter builds its Unicode tables this long after it is loaded,
+# once the worker's start-up (and its first requests) are over.
+UNICODE_TABLES_DELAY_S = 5.0
 # Pre-tokens handed to one `encode_batch` call. The call holds the GIL (about
 # 1 ms for 256), so a huge unseen prompt counted in a worker thread lets the
 # event loop run between calls.
@@ -199,7 +202,7 @@ class TokenCounter:
                         counter = cls.gpt2()
                     counter.warm_up()
                     cls._default = counter
-                    counter.prepare_unicode_in_background()
+                    counter.prepare_unicode_in_background(UNICODE_TABLES_DELAY_S)
         return counter
 
     def warm_up(self) -> None:
@@ -207,14 +210,18 @@ class TokenCounter:
         if self.exact_cache:
             self.count("warm up")
 
-    def prepare_unicode_in_background(self) -> None:
-        """Build the pre-tokenizer for non-ASCII text (about 0.2 s) in a daemon thread.
+    def prepare_unicode_in_background(self, delay_s: float = 0.0) -> None:
+        """Build the pre-tokenizer for non-ASCII text (about 0.12 s) in a daemon thread, after `delay_s`.
 
         Only text that is not ASCII needs it; it is built off the event loop
-        so that such a text, when it comes, does not wait for it.
+        so that such a text, when it comes, does not wait for it, and after
+        a delay so that it does not share the GIL with the first requests.
         """
         if self.exact_cache and self._unicode_split is None:
-            threading.Thread(target=self._unicode_pattern, name="pyworker-unicode-tables", daemon=True).start()
+            timer = threading.Timer(delay_s, self._unicode_pattern)
+            timer.name = "pyworker-unicode-tables"
+            timer.daemon = True
+            timer.start()
 
     def encode_count(self, text: str) -> int:
         """The count straight from `tokenizers` (slow; the reference for tests)."""
