@@ -5,6 +5,7 @@ A worker module declares its payload types and endpoint handlers and a
 `python -m pyworker <module>`).
 """
 
+from ._version import __version__
 from .backend import Backend, LogAction
 from .data_types import ApiPayload, AuthData, EndpointHandler, JsonDataException
 from .http import (
@@ -21,8 +22,6 @@ from .http import (
 from .run import start_server
 from .tokens import TokenCounter, count_tokens
 from .words import random_words
-
-from ._version import __version__
 
 __all__ = [
     "ApiPayload",

@@ -14,7 +14,8 @@ import enum
 import json
 import logging
 import secrets
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from .auth import SignatureChecker
 from .config import ConfigError
@@ -33,9 +34,9 @@ from .http import (
     json_response,
 )
 from .http.headers import passthrough_headers
+from .http.json_checks import MAX_JSON_DEPTH, JsonBodyError, loads_checked
 from .metrics import Metrics, Outcome
 from .queue import QueueFull, WorkQueue
-from .http.json_checks import MAX_JSON_DEPTH, JsonBodyError, loads_checked
 from .sessions import CallbackSender, Session, SessionTable
 from .validation import JsonDataException, json_type_name
 
@@ -232,7 +233,9 @@ class Backend:
 
     def runs_in_parallel(self, handler: EndpointHandler[Any]) -> bool:
         """The handler's `allow_parallel_requests`, or the backend's when it leaves it None."""
-        return self.allow_parallel_requests if handler.allow_parallel_requests is None else handler.allow_parallel_requests
+        return (
+            self.allow_parallel_requests if handler.allow_parallel_requests is None else handler.allow_parallel_requests
+        )
 
     async def warm_up(self) -> None:
         """Count one benchmark payload in a thread, so that the first request finds
@@ -261,7 +264,9 @@ class Backend:
         """
         session_id = data.get(SESSION_KEY)
         if session_id is not None and not isinstance(session_id, str):
-            return json_response({SESSION_KEY: f"expected a string or null, not {json_type_name(session_id)}"}, status=422)
+            return json_response(
+                {SESSION_KEY: f"expected a string or null, not {json_type_name(session_id)}"}, status=422
+            )
         session = None if session_id is None else self.sessions.find(session_id, auth)
         if session is not None:
             return session

@@ -99,7 +99,7 @@ class Benchmark:
         start = time.monotonic()
         results = await asyncio.gather(*(self._one(p) for p in payloads))
         seconds = time.monotonic() - start
-        done = sum(w for w, ok in zip(workloads, results) if ok)
+        done = sum(w for w, ok in zip(workloads, results, strict=True) if ok)
         succeeded = sum(results)
         return RoundResult(done, seconds, succeeded, len(results) - succeeded)
 

@@ -21,8 +21,8 @@ from __future__ import annotations
 import sys
 from array import array
 from bisect import bisect_left
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MERGE_TABLE = DATA_DIR / "gpt2-merges.bin"

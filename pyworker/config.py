@@ -7,8 +7,9 @@ variable; `python -m pyworker` prints that line and exits with status 2.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping, TypeVar
+from typing import TypeVar
 
 from .http import ClientLimits, ServerLimits
 from .http.json_checks import MAX_JSON_DEPTH
@@ -189,18 +190,14 @@ class WorkerConfig:
                     e, "PYWORKER_KEEPALIVE_TIMEOUT_S", server_defaults.keepalive_timeout_s, 0.001
                 ),
                 min_body_rate=env_float(e, "PYWORKER_MIN_BODY_RATE", server_defaults.min_body_rate, 0.0),
-                body_rate_grace_s=env_float(
-                    e, "PYWORKER_BODY_RATE_GRACE_S", server_defaults.body_rate_grace_s, 0.0
-                ),
+                body_rate_grace_s=env_float(e, "PYWORKER_BODY_RATE_GRACE_S", server_defaults.body_rate_grace_s, 0.0),
                 send_timeout_s=env_float(e, "PYWORKER_SEND_TIMEOUT_S", server_defaults.send_timeout_s, 0.001),
                 linger_s=env_float(e, "PYWORKER_LINGER_S", server_defaults.linger_s, 0.0),
                 max_connections=env_int(e, "PYWORKER_MAX_CONNECTIONS", server_defaults.max_connections, 1),
             ),
             max_json_depth=env_int(e, "PYWORKER_MAX_JSON_DEPTH", MAX_JSON_DEPTH, 1),
             client_limits=ClientLimits(
-                connect_timeout_s=env_float(
-                    e, "MODEL_CONNECT_TIMEOUT_S", client_defaults.connect_timeout_s, 0.001
-                ),
+                connect_timeout_s=env_float(e, "MODEL_CONNECT_TIMEOUT_S", client_defaults.connect_timeout_s, 0.001),
                 read_timeout_s=env_float(e, "MODEL_READ_TIMEOUT_S", client_defaults.read_timeout_s, 0.001),
             ),
             shutdown_grace_s=env_float(e, "PYWORKER_SHUTDOWN_GRACE_S", 10.0),

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-
 from typing import TYPE_CHECKING
 
 from .http import ClientLimits, ConnectionPool, UpstreamError

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
-from typing import AsyncGenerator
 
 log = logging.getLogger("pyworker.logtail")
 

@@ -13,8 +13,9 @@ import asyncio
 import json
 import logging
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from .http import ClientLimits, ConnectionPool, UpstreamError
 from .metrics import Counters, Metrics
@@ -57,7 +58,7 @@ class Autoscaler:
     async def post_json(self, path: str, body: dict[str, Any], tries: int = TRIES_PER_ADDR) -> bool:
         """True once one address answered 2xx; each address gets `tries` tries."""
         data = json.dumps(body).encode("utf-8")
-        for addr, pool in zip(self.addrs, self._pools):
+        for addr, pool in zip(self.addrs, self._pools, strict=True):
             for attempt in range(1, tries + 1):
                 try:
                     async with await pool.request("POST", path, body=data, content_type="application/json") as res:
@@ -74,7 +75,7 @@ class Autoscaler:
     async def get_text(self, path: str, max_bytes: int = 64 * 1024) -> tuple[str, str]:
         """(text, "") from the first address that answers 200, else ("", why not)."""
         problems: list[str] = []
-        for addr, pool in zip(self.addrs, self._pools):
+        for addr, pool in zip(self.addrs, self._pools, strict=True):
             try:
                 async with await pool.request("GET", path) as res:
                     body = await res.read(max_bytes)

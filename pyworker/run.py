@@ -6,7 +6,7 @@ import asyncio
 import dataclasses
 import logging
 import sys
-from typing import Iterable
+from collections.abc import Iterable
 
 from . import process
 from .backend import Backend

@@ -13,7 +13,8 @@ not verify gets 401, so a caller without a signature learns nothing about ids.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .backend import Backend
 from .http import HTTPError, Request, Response, Route, json_response, post

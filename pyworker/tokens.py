@@ -26,8 +26,9 @@ import os
 import re
 import threading
 import unicodedata
+from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable
+from typing import TYPE_CHECKING
 
 from .bpe import ByteLevelBPE
 
@@ -97,9 +98,7 @@ def _category_class(prefix: str) -> str:
                 start = -1
         if start >= 0:
             ranges.append((start, plane[-1]))
-    return "".join(
-        re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges
-    )
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}" for a, b in ranges)
 
 
 def _unicode_split() -> re.Pattern[str]:
@@ -260,7 +259,7 @@ class TokenCounter:
             return
         for start in range(0, len(missing), _BATCH_MAX):
             batch = missing[start : start + _BATCH_MAX]
-            for piece, enc in zip(batch, tok.encode_batch(batch, add_special_tokens=False)):
+            for piece, enc in zip(batch, tok.encode_batch(batch, add_special_tokens=False), strict=True):
                 cache[piece] = len(enc.ids)
 
     def count(self, text: str) -> int:

@@ -6,8 +6,9 @@ import collections.abc
 import dataclasses
 import types
 import typing
-from functools import lru_cache
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from functools import cache
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 
@@ -80,7 +81,7 @@ def _check_for(annotation: Any) -> _Check:
     return lambda value: None if type(value) in allowed else f"expected {names}, got {json_type_name(value)}"
 
 
-@lru_cache(maxsize=None)
+@cache
 def _fields(cls: type) -> tuple[tuple[str, bool, _Check], ...]:
     hints = typing.get_type_hints(cls)
     out = []

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import random
 from array import array
+from collections.abc import Sequence
 from functools import lru_cache
-from typing import Sequence, overload
+from typing import overload
 
 from .tokens import DATA_DIR
 

@@ -12,8 +12,9 @@ import asyncio
 import logging
 import os
 import ssl
+from collections.abc import Coroutine, Iterable
 from pathlib import Path
-from typing import Any, Coroutine, Iterable
+from typing import Any
 
 from ._version import __version__
 from .auth import KeyFormatError, RSAPublicKey, Scheme, SignatureChecker
@@ -21,7 +22,7 @@ from .backend import Backend, LogAction
 from .benchmark import Benchmark, BenchmarkFailed, BenchmarkStore, benchmark_key
 from .config import ConfigError, WorkerConfig
 from .health import HealthMonitor
-from .http import ClientLimits, HTTPServer, Route
+from .http import HTTPServer, Route
 from .logtail import LogTailer
 from .reports import Autoscaler, Identity, Reporter
 from .session_routes import SessionRoutes, end_only
@@ -315,7 +316,8 @@ class Worker:
         while (problem := await health.check()) is not None:
             if loop.time() >= deadline:
                 self.status.set_error(
-                    STARTUP_ERROR, f"no healthy answer from {health.path} in {self.config.ready_timeout_s:g} s: {problem}"
+                    STARTUP_ERROR,
+                    f"no healthy answer from {health.path} in {self.config.ready_timeout_s:g} s: {problem}",
                 )
             await asyncio.sleep(poll_s)
         self.status.clear_error(STARTUP_ERROR)

@@ -39,9 +39,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,7 +59,7 @@ LOADED_LINE = "infer server has started"
 STREAM_TOKENS = 300
 
 # The reference PyWorker's configuration: our own script against its public API.
-REFERENCE_WORKER = '''
+REFERENCE_WORKER = """
 import os
 from vastai.serverless.server.worker import BenchmarkConfig, HandlerConfig, LogActionConfig, Worker, WorkerConfig
 
@@ -85,7 +85,7 @@ Worker(WorkerConfig(
     ],
     log_action_config=LogActionConfig(on_load=["infer server has started"]),
 )).run()
-'''
+"""
 
 NGINX_CONF = """
 worker_processes 1;
@@ -188,7 +188,12 @@ class _LoadConnection(asyncio.Protocol):
 
 
 async def _round(
-    port: int, request: bytes, concurrency: int, stop_at: float, latencies: list[float], failures: list[bytes] | None = None
+    port: int,
+    request: bytes,
+    concurrency: int,
+    stop_at: float,
+    latencies: list[float],
+    failures: list[bytes] | None = None,
 ) -> None:
     loop = asyncio.get_running_loop()
     dones = []
@@ -369,7 +374,10 @@ class Stack:
             os.sched_setaffinity(0, {0})
         self.scaler_port = free_port()
         key_path = self.tmp / "key.json"
-        self.spawn(0, [sys.executable, "-m", "pyworker.dev.autoscaler", "--port", str(self.scaler_port), "--key", str(key_path)])
+        self.spawn(
+            0,
+            [sys.executable, "-m", "pyworker.dev.autoscaler", "--port", str(self.scaler_port), "--key", str(key_path)],
+        )
         wait_port(self.scaler_port, 60)
         self.key = RSAKeyPair.load(key_path)
         self.fast_model = self._model("fast")
@@ -378,7 +386,15 @@ class Stack:
 
     def _model(self, name: str, *args: str) -> int:
         port = free_port()
-        cmd = [sys.executable, "-m", "pyworker.dev.model", "--port", str(port), "--log", str(self.tmp / f"{name}-model.log")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pyworker.dev.model",
+            "--port",
+            str(port),
+            "--log",
+            str(self.tmp / f"{name}-model.log"),
+        ]
         self.spawn(0, [*cmd, *args])
         wait_port(port, 30)
         return port
@@ -397,7 +413,10 @@ class Stack:
         """A signed `auth_data` for the worker on `port`, as the autoscaler's /route/ makes it."""
         self._reqnum += 1
         auth: dict[str, object] = {
-            "cost": 250, "endpoint": "bench", "reqnum": self._reqnum, "request_idx": self._reqnum,
+            "cost": 250,
+            "endpoint": "bench",
+            "reqnum": self._reqnum,
+            "request_idx": self._reqnum,
             "url": f"http://127.0.0.1:{port}",
         }
         auth["signature"] = self.key.sign_b64(signed_message(auth, Scheme.URL))
@@ -501,8 +520,12 @@ class WorkerPair:
 
     def subject(self) -> Subject:
         return Subject(
-            self.name, self.ports["fast"], self.ports["paced"], True,
-            pid=lambda: [self.procs["fast"].pid], restart=self.restart_fast,
+            self.name,
+            self.ports["fast"],
+            self.ports["paced"],
+            True,
+            pid=lambda: [self.procs["fast"].pid],
+            restart=self.restart_fast,
         )
 
 
@@ -526,8 +549,11 @@ def nginx_subject(stack: Stack) -> Subject | None:
         return None
     fast, paced = free_port(), free_port()
     conf = stack.tmp / "nginx.conf"
-    conf.write_text(NGINX_CONF.format(
-        tmp=stack.tmp, fast=stack.fast_model, paced=stack.paced_model, fast_listen=fast, paced_listen=paced))
+    conf.write_text(
+        NGINX_CONF.format(
+            tmp=stack.tmp, fast=stack.fast_model, paced=stack.paced_model, fast_listen=fast, paced_listen=paced
+        )
+    )
     proc = stack.spawn(1, [binary, "-p", str(stack.tmp), "-c", str(conf)])
 
     def pids() -> list[int]:
@@ -564,11 +590,15 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
     stream = {"prompt": prompt, "max_response_tokens": STREAM_TOKENS}
     rows: list[Row] = []
 
-    rps = {s.name: asyncio.run(closed_loop(s.fast, s.request(stack, "/generate", s.fast, fast), 64, seconds))[0]
-           for s in subjects}
+    rps = {
+        s.name: asyncio.run(closed_loop(s.fast, s.request(stack, "/generate", s.fast, fast), 64, seconds))[0]
+        for s in subjects
+    }
     rows.append(Row("requests/s at concurrency 64", "req/s", rps, "x"))
-    p50 = {s.name: ms(asyncio.run(closed_loop(s.fast, s.request(stack, "/generate", s.fast, fast), 1, seconds))[1], 0.5)
-           for s in subjects}
+    p50 = {
+        s.name: ms(asyncio.run(closed_loop(s.fast, s.request(stack, "/generate", s.fast, fast), 1, seconds))[1], 0.5)
+        for s in subjects
+    }
     rows.append(Row("p50 latency at concurrency 1", "ms", p50, "+"))
 
     def median_first_byte(s: Subject, port: int) -> float:
@@ -576,15 +606,38 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
         asyncio.run(first_byte(port, req))  # warm-up
         return statistics.median(asyncio.run(first_byte(port, req)) for _ in range(20)) * 1000
 
-    rows.append(Row("stream, 1 ms per token: time to first byte", "ms",
-                    {s.name: median_first_byte(s, s.paced) for s in subjects}, "+"))
-    rows.append(Row(f"stream, {STREAM_TOKENS} events back to back: time to first byte", "ms",
-                    {s.name: median_first_byte(s, s.fast) for s in subjects}, "+"))
-    rows.append(Row("the same burst, 16 streams at once: body throughput", "MB/s", {
-        s.name: asyncio.run(stream_throughput(s.fast, s.request(stack, "/generate_stream", s.fast, stream), 16, seconds))
-        for s in subjects}, "x"))
-    rows.append(Row("RSS when ready", "MB", {
-        s.name: sum(rss_mb(pid) for pid in s.pid()) for s in subjects if s.pid()}, "x"))
+    rows.append(
+        Row(
+            "stream, 1 ms per token: time to first byte",
+            "ms",
+            {s.name: median_first_byte(s, s.paced) for s in subjects},
+            "+",
+        )
+    )
+    rows.append(
+        Row(
+            f"stream, {STREAM_TOKENS} events back to back: time to first byte",
+            "ms",
+            {s.name: median_first_byte(s, s.fast) for s in subjects},
+            "+",
+        )
+    )
+    rows.append(
+        Row(
+            "the same burst, 16 streams at once: body throughput",
+            "MB/s",
+            {
+                s.name: asyncio.run(
+                    stream_throughput(s.fast, s.request(stack, "/generate_stream", s.fast, stream), 16, seconds)
+                )
+                for s in subjects
+            },
+            "x",
+        )
+    )
+    rows.append(
+        Row("RSS when ready", "MB", {s.name: sum(rss_mb(pid) for pid in s.pid()) for s in subjects if s.pid()}, "x")
+    )
 
     starts: dict[str, float] = {}
     for s in subjects:
@@ -647,7 +700,11 @@ def main() -> None:
                 subjects.append(found)
         workers = []
         if ref_python is not None:
-            workers.append(WorkerPair(stack, "reference", [ref_python, str(Path(ref_python).parent.parent / "bench_worker.py")], True))
+            workers.append(
+                WorkerPair(
+                    stack, "reference", [ref_python, str(Path(ref_python).parent.parent / "bench_worker.py")], True
+                )
+            )
         workers.append(WorkerPair(stack, "pyworker", [sys.executable, "-m", "pyworker", "workers.hello_world"], False))
         for pair in workers:
             for port in pair.ports.values():
@@ -658,9 +715,11 @@ def main() -> None:
         time.sleep(6.0)
         subjects += [pair.subject() for pair in workers]
         names = [s.name for s in subjects]
-        print(f"subjects: {', '.join(names)}; pinned: "
-              f"{'proxies on core 1, models and load generator on core 0' if pin else 'no'}; "
-              f"{args.seconds:g} s a timed measurement; workers check signatures and report")
+        print(
+            f"subjects: {', '.join(names)}; pinned: "
+            f"{'proxies on core 1, models and load generator on core 0' if pin else 'no'}; "
+            f"{args.seconds:g} s a timed measurement; workers check signatures and report"
+        )
         prompt = random_words(250, random.Random(11))
         for number in range(1, args.rounds + 1):
             print_round(number, measure_round(stack, subjects, prompt, args.seconds), names)

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import random
 import resource
 import sys
 import time
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, Callable, Coroutine
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -85,7 +85,7 @@ async def valid_traffic(port: int, seconds: float) -> tuple[int, int, list[float
             latencies.append((time.perf_counter() - started) * 1000)
 
     tasks = []
-    for i in range(int(seconds * VALID_RPS)):
+    for _ in range(int(seconds * VALID_RPS)):
         tasks.append(asyncio.create_task(one()))
         await asyncio.sleep(1 / VALID_RPS)
     await asyncio.gather(*tasks)
@@ -246,7 +246,9 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 10_000), hard))
     model = ModelProcess("--max-body-mb", "128")
     worker = WorkerProcess(
-        "workers.hello_world", model.url, model.log,
+        "workers.hello_world",
+        model.url,
+        model.log,
         {"PYWORKER_LOG_LEVEL": "INFO", "PYWORKER_MAX_BODY_BYTES": str(128 << 20)},
     )
     try:

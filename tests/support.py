@@ -10,11 +10,12 @@ import os
 import subprocess
 import sys
 import tempfile
-from pathlib import Path
 import time
 import urllib.request
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from pathlib import Path
+from typing import Any
 
 from pyworker.dev.ports import free_port, wait_port
 
@@ -252,7 +253,9 @@ def reporting_stack(
         port = free_port()
         full = WorkerProcess.reporting_to(autoscaler, worker_id, tmp, port)
         full.update(env or {})
-        stack = ReportingStack(tmp, autoscaler, model, WorkerProcess(module, model.url, model.log, full, port=port), full)
+        stack = ReportingStack(
+            tmp, autoscaler, model, WorkerProcess(module, model.url, model.log, full, port=port), full
+        )
         try:
             yield stack
         finally:

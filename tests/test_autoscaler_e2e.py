@@ -74,9 +74,21 @@ class Lifecycle(Stack):
         status = self.status() or {}
         self.assertEqual(status["url"], f"http://127.0.0.1:{self.worker.port}")
         self.assertEqual(status["error_msg"], "")
-        for key in ("cur_load", "new_load", "rej_load", "cur_perf", "num_requests_working", "num_requests_recieved",
-                    "working_request_idxs", "additional_disk_usage", "disk_usage", "cur_capacity", "max_capacity",
-                    "mtoken", "version"):
+        for key in (
+            "cur_load",
+            "new_load",
+            "rej_load",
+            "cur_perf",
+            "num_requests_working",
+            "num_requests_recieved",
+            "working_request_idxs",
+            "additional_disk_usage",
+            "disk_usage",
+            "cur_capacity",
+            "max_capacity",
+            "mtoken",
+            "version",
+        ):
             self.assertIn(key, status)
 
     def test_signed_requests_served_once_each_in_the_records(self) -> None:
@@ -87,9 +99,14 @@ class Lifecycle(Stack):
             self.assertEqual(status, 200, answer)
             served.append(auth["request_idx"])
         records = wait_for(
-            lambda: [r for r in self.records() if r["request_idx"] in served] if len(
-                [r for r in self.records() if r["request_idx"] in served]) >= 5 else None,
-            10, "the finished requests to be reported")
+            lambda: (
+                [r for r in self.records() if r["request_idx"] in served]
+                if len([r for r in self.records() if r["request_idx"] in served]) >= 5
+                else None
+            ),
+            10,
+            "the finished requests to be reported",
+        )
         self.assertEqual(sorted(r["request_idx"] for r in records), sorted(served), "each exactly once")
         self.assertTrue(all(r["status"] == "Success" and r["success"] for r in records))
         self.assertTrue(all(r["entered_queue_at"] <= r["work_started_at"] <= r["work_completed_at"] for r in records))
@@ -125,8 +142,11 @@ class Lifecycle(Stack):
         wanted = {a["request_idx"] for a in auths}
         records = wait_for(
             lambda: (lambda got: got if {r["request_idx"] for r in got} >= wanted else None)(
-                [r for r in self.records() if r["request_idx"] in wanted]),
-            30, "the records kept during the outage")
+                [r for r in self.records() if r["request_idx"] in wanted]
+            ),
+            30,
+            "the records kept during the outage",
+        )
         self.assertEqual(len(records), len(wanted), "each record exactly once")
         # The new autoscaler knows the worker again by its next status report
         # (at the latest 10 s later); the tests after this one route to it.
@@ -141,7 +161,9 @@ class ModelErrors(unittest.TestCase):
                 log.write("Traceback ...\nException: corrupted model file (shard 3)\n")
             status = wait_for(
                 lambda: (lambda s: s if s and "corrupted model file" in s["error_msg"] else None)(stack.status()),
-                15, "the error line in error_msg")
+                15,
+                "the error line in error_msg",
+            )
             self.assertFalse(status["ready"])
 
 
@@ -198,7 +220,9 @@ class Shutdown(unittest.TestCase):
             self.assertIn("generated_text", json.loads(res.read()))
             conn.close()
             self.assertEqual(stack.worker.proc.wait(15), 0)
-            records = [r for r in stack.autoscaler.get("/records")["records"] if r["request_idx"] == auth["request_idx"]]
+            records = [
+                r for r in stack.autoscaler.get("/records")["records"] if r["request_idx"] == auth["request_idx"]
+            ]
             self.assertEqual([r["status"] for r in records], ["Success"], "the final report carried it")
 
 
@@ -209,13 +233,32 @@ class TLS(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             cert, key = os.path.join(tmp, "instance.crt"), os.path.join(tmp, "instance.key")
             subprocess.run(
-                ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                 "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                check=True, capture_output=True,
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-keyout",
+                    key,
+                    "-out",
+                    cert,
+                    "-days",
+                    "1",
+                    "-subj",
+                    "/CN=127.0.0.1",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1",
+                ],
+                check=True,
+                capture_output=True,
             )
             model = ModelProcess()
             worker = WorkerProcess(
-                "workers.hello_world", model.url, "/dev/null",
+                "workers.hello_world",
+                model.url,
+                "/dev/null",
                 {"USE_SSL": "true", "PYWORKER_SSL_CERT": cert, "PYWORKER_SSL_KEY": key},
             )
             try:
@@ -237,9 +280,19 @@ class TLS(unittest.TestCase):
         model_log = "/dev/null"
         result = subprocess.run(
             [sys.executable, "-m", "pyworker", "workers.hello_world"],
-            env={**os.environ, "PYTHONPATH": os.getcwd(), "WORKER_PORT": str(free_port()), "MODEL_LOG": model_log,
-                 "UNSECURED": "true", "REPORT_ADDR": "off", "USE_SSL": "true", "PYWORKER_SSL_CERT": "/nonexistent.crt"},
-            capture_output=True, text=True, timeout=20,
+            env={
+                **os.environ,
+                "PYTHONPATH": os.getcwd(),
+                "WORKER_PORT": str(free_port()),
+                "MODEL_LOG": model_log,
+                "UNSECURED": "true",
+                "REPORT_ADDR": "off",
+                "USE_SSL": "true",
+                "PYWORKER_SSL_CERT": "/nonexistent.crt",
+            },
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         self.assertEqual(result.returncode, 2)
         self.assertIn("/nonexistent.crt", result.stderr)

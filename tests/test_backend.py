@@ -29,7 +29,9 @@ class InProcessWorker(unittest.IsolatedAsyncioTestCase):
         cls.model.stop()
 
     async def asyncSetUp(self) -> None:
-        self.backend = Backend(model_server_url=self.model.url, allow_parallel_requests=self.parallel, max_queue_time=2.0)
+        self.backend = Backend(
+            model_server_url=self.model.url, allow_parallel_requests=self.parallel, max_queue_time=2.0
+        )
 
         async def stats(_: Request) -> Response:
             return await self.backend.forward("GET", "/stats")

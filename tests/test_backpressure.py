@@ -44,7 +44,15 @@ class SlowClient(unittest.IsolatedAsyncioTestCase):
         self.addCleanup(model.close)
         port = model.sockets[0].getsockname()[1]
         backend = Backend(model_server_url=f"http://127.0.0.1:{port}")
-        config = WorkerConfig.from_env({"WORKER_HOST": "127.0.0.1", "WORKER_PORT": "0", "MODEL_LOG": "/dev/null", "UNSECURED": "true", "REPORT_ADDR": "off"})
+        config = WorkerConfig.from_env(
+            {
+                "WORKER_HOST": "127.0.0.1",
+                "WORKER_PORT": "0",
+                "MODEL_LOG": "/dev/null",
+                "UNSECURED": "true",
+                "REPORT_ADDR": "off",
+            }
+        )
         worker = Worker(backend, [post("/generate_stream", backend.create_handler(GenerateStreamHandler()))], config)
         await worker.start()
         self.addAsyncCleanup(worker.stop)

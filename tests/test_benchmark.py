@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import tempfile
 import re
+import tempfile
 import unittest
 from pathlib import Path
 
@@ -121,7 +121,12 @@ class Store(unittest.TestCase):
     def test_corrupt_or_foreign_file_is_ignored(self) -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / "benchmark.json"
-            for content in ("not json", "[1, 2]", json.dumps({"k": {"max_perf": "fast"}}), json.dumps({"k": {"max_perf": 0}})):
+            for content in (
+                "not json",
+                "[1, 2]",
+                json.dumps({"k": {"max_perf": "fast"}}),
+                json.dumps({"k": {"max_perf": 0}}),
+            ):
                 path.write_text(content)
                 self.assertIsNone(BenchmarkStore(path).get("k"))
 

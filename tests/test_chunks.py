@@ -93,7 +93,7 @@ def through_client(pieces: list[bytes]) -> tuple[bytes, str]:
     body = b""
     got_head = False
     try:
-        for i, piece in enumerate([*pieces, None]):
+        for piece in [*pieces, None]:
             if piece is None:
                 conn.eof_received()
             else:

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import unittest
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pyworker.config import ConfigError, ReportConfig, WorkerConfig
 from pyworker.http import ClientLimits, ServerLimits
 from pyworker.http.json_checks import MAX_JSON_DEPTH
 
 LOCAL = {"UNSECURED": "true", "REPORT_ADDR": "off"}
-PLATFORM = {"REPORT_ADDR": "http://a:1,https://b/", "CONTAINER_ID": "7", "PUBLIC_IPADDR": "1.2.3.4", "VAST_TCP_PORT_3000": "40000"}
+PLATFORM = {
+    "REPORT_ADDR": "http://a:1,https://b/",
+    "CONTAINER_ID": "7",
+    "PUBLIC_IPADDR": "1.2.3.4",
+    "VAST_TCP_PORT_3000": "40000",
+}
 
 _SERVER = ServerLimits()
 _CLIENT = ClientLimits()
@@ -28,7 +34,13 @@ NUMBERS: list[tuple[str, Get, str, Any, Any]] = [
     ("PYWORKER_BODY_TIMEOUT_S", lambda c: c.server_limits.body_timeout_s, "2", 2.0, _SERVER.body_timeout_s),
     ("PYWORKER_MIN_BODY_RATE", lambda c: c.server_limits.min_body_rate, "0", 0.0, _SERVER.min_body_rate),
     ("PYWORKER_BODY_RATE_GRACE_S", lambda c: c.server_limits.body_rate_grace_s, "1", 1.0, _SERVER.body_rate_grace_s),
-    ("PYWORKER_KEEPALIVE_TIMEOUT_S", lambda c: c.server_limits.keepalive_timeout_s, "3", 3.0, _SERVER.keepalive_timeout_s),
+    (
+        "PYWORKER_KEEPALIVE_TIMEOUT_S",
+        lambda c: c.server_limits.keepalive_timeout_s,
+        "3",
+        3.0,
+        _SERVER.keepalive_timeout_s,
+    ),
     ("PYWORKER_SEND_TIMEOUT_S", lambda c: c.server_limits.send_timeout_s, "4", 4.0, _SERVER.send_timeout_s),
     ("PYWORKER_LINGER_S", lambda c: c.server_limits.linger_s, "0", 0.0, _SERVER.linger_s),
     ("PYWORKER_MAX_CONNECTIONS", lambda c: c.server_limits.max_connections, "5", 5, _SERVER.max_connections),
@@ -108,7 +120,9 @@ class Errors(unittest.TestCase):
             self.assertIn("whole number" if isinstance(expected, int) else "a number", message)
 
     def test_a_number_below_its_minimum(self) -> None:
-        self.assertEqual(self.refused(**LOCAL, PYWORKER_MAX_CONNECTIONS="0"), "PYWORKER_MAX_CONNECTIONS must be at least 1, not 0")
+        self.assertEqual(
+            self.refused(**LOCAL, PYWORKER_MAX_CONNECTIONS="0"), "PYWORKER_MAX_CONNECTIONS must be at least 1, not 0"
+        )
         self.assertIn("at least", self.refused(**LOCAL, PYWORKER_LINGER_S="-1"))
         self.assertIn("at least", self.refused(**LOCAL, PYWORKER_HEADER_TIMEOUT_S="nan"))
 
@@ -119,7 +133,9 @@ class Errors(unittest.TestCase):
     def test_reporting_needs_its_identity(self) -> None:
         self.assertIn("CONTAINER_ID", self.refused(**{k: v for k, v in PLATFORM.items() if k != "CONTAINER_ID"}))
         self.assertIn("PUBLIC_IPADDR", self.refused(**{k: v for k, v in PLATFORM.items() if k != "PUBLIC_IPADDR"}))
-        self.assertIn("VAST_TCP_PORT_3000", self.refused(**{k: v for k, v in PLATFORM.items() if k != "VAST_TCP_PORT_3000"}))
+        self.assertIn(
+            "VAST_TCP_PORT_3000", self.refused(**{k: v for k, v in PLATFORM.items() if k != "VAST_TCP_PORT_3000"})
+        )
         self.assertIn("http:// or https://", self.refused(**{**PLATFORM, "REPORT_ADDR": "ftp://x"}))
 
     def test_no_autoscaler_needs_unsecured(self) -> None:

@@ -129,7 +129,11 @@ class Smuggling(unittest.TestCase):
             self.assertEqual(error_of(HEAD + line + b"\r\n\r\n")[0], 400, line)
 
     def test_bare_lf_in_the_head(self) -> None:
-        for data in (b"GET / HTTP/1.1\nHost: a\n\n", b"GET / HTTP/1.1\r\nHost: a\n\r\n", b"GET / HTTP/1.1\r\nHost: a\r\n\n"):
+        for data in (
+            b"GET / HTTP/1.1\nHost: a\n\n",
+            b"GET / HTTP/1.1\r\nHost: a\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\n\n",
+        ):
             status, message = error_of(data)
             self.assertEqual(status, 400, data)
             self.assertIn("CRLF", message)

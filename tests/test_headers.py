@@ -19,10 +19,17 @@ class HopByHop(unittest.TestCase):
             (b"proxy-authenticate", b"Basic"),
             (b"x-request-id", b"abc"),
         ]
-        self.assertEqual(strip_hop_by_hop(headers), [(b"content-type", b"text/event-stream"), (b"x-request-id", b"abc")])
+        self.assertEqual(
+            strip_hop_by_hop(headers), [(b"content-type", b"text/event-stream"), (b"x-request-id", b"abc")]
+        )
 
     def test_headers_named_by_connection_are_dropped_too(self) -> None:
-        headers = [(b"connection", b"close, X-Secret ,x-other"), (b"x-secret", b"1"), (b"x-other", b"2"), (b"x-kept", b"3")]
+        headers = [
+            (b"connection", b"close, X-Secret ,x-other"),
+            (b"x-secret", b"1"),
+            (b"x-other", b"2"),
+            (b"x-kept", b"3"),
+        ]
         self.assertEqual(strip_hop_by_hop(headers), [(b"x-kept", b"3")])
 
 

@@ -15,7 +15,6 @@ import socket
 import threading
 import time
 import unittest
-from typing import Any
 
 from tests.support import ModelProcess, WorkerProcess, body, post_bytes, wait_for
 
@@ -70,7 +69,7 @@ def send_and_read(data: bytes, timeout: float = 10) -> tuple[bytes, float]:
         except ConnectionResetError:
             pass
         except socket.timeout:
-            raise AssertionError(f"the worker neither answered nor closed within {timeout} s: {out[:200]!r}")
+            raise AssertionError(f"the worker neither answered nor closed within {timeout} s: {out[:200]!r}") from None
     return out, time.monotonic() - started
 
 
@@ -204,7 +203,9 @@ class BadJson(HostileCase):
         self.assert_422(self.payload('{"prompt":' + '{"a":' * 1000 + "1" + "}" * 1000 + "}"), "nested deeper")
 
     def test_lone_surrogates_escaped_or_utf8_encoded(self) -> None:
-        self.assert_422(self.payload('{"prompt":"a\\ud800b"}'), "lone surrogate \\ud800 in a JSON string at payload.prompt")
+        self.assert_422(
+            self.payload('{"prompt":"a\\ud800b"}'), "lone surrogate \\ud800 in a JSON string at payload.prompt"
+        )
         self.assert_422(self.payload('{"prompt":"\\udc00"}'), "lone surrogate")
         self.assert_422(self.payload(b'{"prompt":"\xed\xa0\x80"}'), "not valid UTF-8")
 

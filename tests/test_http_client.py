@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import unittest
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
+from pyworker.dev.ports import free_port
 from pyworker.http import (
     ClientLimits,
     ConnectionPool,
@@ -13,7 +14,6 @@ from pyworker.http import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from pyworker.dev.ports import free_port
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -180,7 +180,7 @@ class Streaming(ClientCase):
             async for chunk in res.iter_chunks():
                 arrivals.append((loop.time() - start, chunk))
         self.assertEqual([c for _, c in arrivals], [b"data: %d\n\n" % i for i in range(3)])
-        gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:])]
+        gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False)]
         self.assertTrue(all(g > 0.1 for g in gaps), gaps)
 
     async def test_cancel_mid_stream_closes_the_connection(self) -> None:

@@ -66,7 +66,8 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
             return res
 
         self.server = HTTPServer(
-            [post("/echo", echo), get("/slow", slow), get("/stream", stream), get("/boom", boom), get("/flood", flood)], self.limits
+            [post("/echo", echo), get("/slow", slow), get("/stream", stream), get("/boom", boom), get("/flood", flood)],
+            self.limits,
         )
         await self.server.start("127.0.0.1", 0)
 
@@ -133,7 +134,9 @@ class MalformedInput(ServerCase):
 
     async def test_handler_bug_is_500_and_connection_lives(self) -> None:
         reader, writer = await self.connect()
-        writer.write(b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n" + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz")
+        writer.write(
+            b"GET /boom HTTP/1.1\r\nHost: x\r\n\r\n" + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\nz"
+        )
         with self.assertLogs("pyworker.http", "ERROR"):
             status, _, _ = await read_response(reader)
             self.assertEqual(status, 500)

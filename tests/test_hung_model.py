@@ -50,7 +50,9 @@ class HungModel(unittest.TestCase):
             self.assertLess(took, 10 * INTERVAL_S + 2)
             reported = wait_for(
                 lambda: (lambda s: s if s and "healthcheck" in s["error_msg"] else None)(stack.status()),
-                10, "the hang in error_msg")
+                10,
+                "the hang in error_msg",
+            )
             self.assertRegex(reported["error_msg"], r"\d+ checks in a row failed, the last: model server sent nothing")
 
             # While down, a new request is answered at once instead of waiting on the model.
@@ -66,7 +68,9 @@ class HungModel(unittest.TestCase):
             # Every one of those requests ended in exactly one reported outcome.
             records = wait_for(
                 lambda: (lambda r: r if len(r) >= 4 else None)(stack.autoscaler.get("/records")["records"]),
-                10, "the records")
+                10,
+                "the records",
+            )
             self.assertEqual([r["status"] for r in records].count("Success"), 2, records)
             self.assertEqual([r["status"] for r in records].count("Error"), 2, records)
 

@@ -47,7 +47,6 @@ class LoadsChecked(unittest.TestCase):
         self.assertIn("invalid JSON", self.refused(b""))
 
 
-
 class JsonFragments(unittest.TestCase):
     """A large body's JSON for the model, escaped string by string: the same text as json.dumps."""
 

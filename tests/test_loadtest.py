@@ -32,8 +32,19 @@ class LocalStack(unittest.TestCase):
     def setUpClass(cls) -> None:
         cls.scaler_port = free_port()
         cls.stack = Child(
-            ["-m", "pyworker.dev", "workers.hello_world", "--workers", "2", "--worker-port", "0",
-             "--autoscaler-port", str(cls.scaler_port), "--load-time", "0.2"]
+            [
+                "-m",
+                "pyworker.dev",
+                "workers.hello_world",
+                "--workers",
+                "2",
+                "--worker-port",
+                "0",
+                "--autoscaler-port",
+                str(cls.scaler_port),
+                "--load-time",
+                "0.2",
+            ]
         )
         wait_for(lambda: "ready. Try:" in cls.stack.output() or cls.stack.proc.poll() is not None, 120, "the stack")
         if cls.stack.proc.poll() is not None:
@@ -49,9 +60,19 @@ class LocalStack(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "summary.json")
             result = subprocess.run(
-                [sys.executable, "scripts/loadtest.py", "--autoscaler", f"http://127.0.0.1:{self.scaler_port}",
-                 "--json", out, *args],
-                cwd=str(ROOT), capture_output=True, text=True, timeout=timeout,
+                [
+                    sys.executable,
+                    "scripts/loadtest.py",
+                    "--autoscaler",
+                    f"http://127.0.0.1:{self.scaler_port}",
+                    "--json",
+                    out,
+                    *args,
+                ],
+                cwd=str(ROOT),
+                capture_output=True,
+                text=True,
+                timeout=timeout,
             )
             summary = json.loads(Path(out).read_text()) if os.path.exists(out) else {}
         return result, summary
@@ -101,9 +122,22 @@ class LocalStack(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             out = os.path.join(tmp, "summary.json")
             proc = subprocess.Popen(
-                [sys.executable, "scripts/loadtest.py", "--autoscaler", f"http://127.0.0.1:{self.scaler_port}",
-                 "-n", "1000", "-rps", "10", "--json", out],
-                cwd=str(ROOT), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                [
+                    sys.executable,
+                    "scripts/loadtest.py",
+                    "--autoscaler",
+                    f"http://127.0.0.1:{self.scaler_port}",
+                    "-n",
+                    "1000",
+                    "-rps",
+                    "10",
+                    "--json",
+                    out,
+                ],
+                cwd=str(ROOT),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
             )
             try:
                 assert proc.stderr is not None
@@ -145,7 +179,9 @@ class ErrorKinds(unittest.IsolatedAsyncioTestCase):
             if kind == 0:
                 return json_response({"error": "no ready worker"}, status=503)
             url = {1: f"http://127.0.0.1:{ok.port}", 2: f"http://127.0.0.1:{busy.port}", 3: dead}[kind]
-            return json_response({"url": url, "signature": "", "reqnum": calls, "request_idx": calls, "cost": "1", "endpoint": "e"})
+            return json_response(
+                {"url": url, "signature": "", "reqnum": calls, "request_idx": calls, "cost": "1", "endpoint": "e"}
+            )
 
         scaler = HTTPServer([post("/route/", route)])
         await scaler.start("127.0.0.1", 0)

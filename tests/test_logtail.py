@@ -6,7 +6,7 @@ import asyncio
 import os
 import tempfile
 import unittest
-from typing import AsyncGenerator
+from collections.abc import AsyncGenerator
 
 from pyworker.logtail import MAX_LINE_BYTES, LogTailer
 

@@ -96,9 +96,25 @@ class RealModel(unittest.TestCase):
         assert LLAMA_SERVER is not None and MODEL is not None
         with open(os.path.join(cls.tmp.name, "llama.out"), "ab") as out:
             cls.llama = subprocess.Popen(
-                [LLAMA_SERVER, "-m", MODEL, "--host", "127.0.0.1", "--port", str(cls.llama_port), "-np", "2",
-                 "-c", "4096", "-t", "2", "--log-file", cls.model_log],
-                stdout=out, stderr=subprocess.STDOUT,
+                [
+                    LLAMA_SERVER,
+                    "-m",
+                    MODEL,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(cls.llama_port),
+                    "-np",
+                    "2",
+                    "-c",
+                    "4096",
+                    "-t",
+                    "2",
+                    "--log-file",
+                    cls.model_log,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         wait_port(cls.llama_port, 60, cls.llama, "llama-server")
 
@@ -120,7 +136,9 @@ class RealModel(unittest.TestCase):
                 "PYWORKER_HEALTH_INTERVAL_S": "0.5",
             }
         )
-        cls.worker = WorkerProcess("workers.openai", f"http://127.0.0.1:{cls.llama_port}", cls.model_log, env, port=port)
+        cls.worker = WorkerProcess(
+            "workers.openai", f"http://127.0.0.1:{cls.llama_port}", cls.model_log, env, port=port
+        )
         wait_for(lambda: (cls.autoscaler.worker(WORKER_ID) or {}).get("ready"), 180, "the worker to be ready")
 
     @classmethod
@@ -163,12 +181,17 @@ class RealModel(unittest.TestCase):
         self.assertTrue(direct["choices"][0]["text"])
 
     def test_3_streamed_chat_arrives_in_pieces_over_time_and_matches_the_direct_text(self) -> None:
-        payload = {"messages": [{"role": "user", "content": "Name a fruit."}], "max_tokens": 40, "temperature": 0,
-                   "seed": 7}
+        payload = {
+            "messages": [{"role": "user", "content": "Name a fruit."}],
+            "max_tokens": 40,
+            "temperature": 0,
+            "seed": 7,
+        }
         status, direct = post_json(self.llama_port, "/v1/chat/completions", payload)
         self.assertEqual(status, 200)
-        reads = stream_events(self.worker.port, "/v1/chat/completions",
-                              {"auth_data": self.auth(), "payload": dict(payload, stream=True)})
+        reads = stream_events(
+            self.worker.port, "/v1/chat/completions", {"auth_data": self.auth(), "payload": dict(payload, stream=True)}
+        )
         raw = b"".join(piece for _, piece in reads)
         self.assertIn(b"200", raw.split(b"\r\n")[0])
         self.assertTrue(raw.rstrip().endswith(b"data: [DONE]") or b"data: [DONE]" in raw[-64:])
@@ -177,9 +200,17 @@ class RealModel(unittest.TestCase):
         self.assertEqual(sse_text(raw.split(b"\r\n\r\n", 1)[1], chat=True), direct["choices"][0]["message"]["content"])
 
     def test_4_client_leaving_mid_stream_stops_the_generation(self) -> None:
-        data = json.dumps({"auth_data": self.auth(), "payload": {
-            "prompt": "Write a very long story about a dragon.", "max_tokens": 1500, "stream": True, "ignore_eos": True,
-        }}).encode()
+        data = json.dumps(
+            {
+                "auth_data": self.auth(),
+                "payload": {
+                    "prompt": "Write a very long story about a dragon.",
+                    "max_tokens": 1500,
+                    "stream": True,
+                    "ignore_eos": True,
+                },
+            }
+        ).encode()
         sock = socket.create_connection(("127.0.0.1", self.worker.port), timeout=30)
         sock.sendall(post_bytes("/v1/completions", data))
         got = b""
@@ -188,10 +219,16 @@ class RealModel(unittest.TestCase):
         self.assertEqual(self.slots_busy(), 1)
         sock.close()
         wait_for(lambda: self.slots_busy() == 0, 5, "llama-server to stop generating")
-        wait_for(lambda: (self.autoscaler.worker(WORKER_ID) or {}).get("num_requests_working") == 0, 5,
-                 "the worker to free the slot")
-        wait_for(lambda: "Cancelled" in {r["status"] for r in self.autoscaler.get("/records")["records"]}, 5,
-                 "the cancelled request in /delete_requests/")
+        wait_for(
+            lambda: (self.autoscaler.worker(WORKER_ID) or {}).get("num_requests_working") == 0,
+            5,
+            "the worker to free the slot",
+        )
+        wait_for(
+            lambda: "Cancelled" in {r["status"] for r in self.autoscaler.get("/records")["records"]},
+            5,
+            "the cancelled request in /delete_requests/",
+        )
 
     def test_5_bad_payloads_are_422_before_reaching_the_model(self) -> None:
         cases = [
@@ -211,13 +248,18 @@ class RealModel(unittest.TestCase):
         self.llama.terminate()
         self.llama.wait(10)
         try:
-            status, answer = post_json(self.worker.port, "/v1/completions",
-                                  {"auth_data": self.auth(), "payload": {"prompt": "hi", "max_tokens": 2}})
+            status, answer = post_json(
+                self.worker.port,
+                "/v1/completions",
+                {"auth_data": self.auth(), "payload": {"prompt": "hi", "max_tokens": 2}},
+            )
             self.assertEqual(status, 502, answer)
             self.assertIn("cannot connect", answer["error"])
             report = wait_for(
                 lambda: (lambda s: s if s and s["error_msg"] else None)(self.autoscaler.worker(WORKER_ID)),
-                15, "an error_msg in the reports")
+                15,
+                "an error_msg in the reports",
+            )
             self.assertIn("healthcheck", report["error_msg"])
         finally:
             type(self).start_llama()

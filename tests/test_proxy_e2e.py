@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from pyworker.dev.ports import free_port
-from tests.support import ModelProcess, ROOT, WorkerProcess, body, http_call, post_bytes
+from tests.support import ROOT, ModelProcess, WorkerProcess, body, http_call, post_bytes
 
 
 def model_stats(model: ModelProcess) -> Any:
@@ -39,7 +39,12 @@ class HelloWorldThroughWorker(unittest.TestCase):
 
     def test_json_answer_is_the_models_answer(self) -> None:
         data = body("say something", max_response_tokens=0)
-        direct = http_call(self.model.port, "POST", "/generate", json.dumps({"prompt": "say something", "max_response_tokens": 0}).encode())
+        direct = http_call(
+            self.model.port,
+            "POST",
+            "/generate",
+            json.dumps({"prompt": "say something", "max_response_tokens": 0}).encode(),
+        )
         status, headers, answer = http_call(self.worker.port, "POST", "/generate", data)
         self.assertEqual(status, 200)
         self.assertEqual(headers["content-type"], "application/json")
@@ -48,9 +53,7 @@ class HelloWorldThroughWorker(unittest.TestCase):
     def test_stream_chunks_reach_the_client_while_the_model_is_still_producing(self) -> None:
         data = body("stream please", max_response_tokens=4)
         sock = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
-        sock.sendall(
-            post_bytes("/generate_stream", data)
-        )
+        sock.sendall(post_bytes("/generate_stream", data))
         start = time.monotonic()
         buf = b""
         arrivals: list[float] = []  # when each token event arrived
@@ -67,7 +70,7 @@ class HelloWorldThroughWorker(unittest.TestCase):
         self.assertEqual(len(arrivals), 4)
         # The model writes a token every 0.15 s; each must arrive on its own,
         # not held back until the next one or the end.
-        gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+        gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
         self.assertTrue(all(g > 0.08 for g in gaps), f"arrivals {arrivals}")
         self.assertLess(arrivals[0], 0.12, f"first token late: {arrivals}")
 
@@ -93,9 +96,7 @@ class HelloWorldThroughWorker(unittest.TestCase):
     def test_client_leaving_mid_stream_stops_the_model_request(self) -> None:
         data = body("long stream", max_response_tokens=200)
         sock = socket.create_connection(("127.0.0.1", self.worker.port), timeout=10)
-        sock.sendall(
-            post_bytes("/generate_stream", data)
-        )
+        sock.sendall(post_bytes("/generate_stream", data))
         self.assertIn(b'"token"', sock.recv(65536) + sock.recv(65536))
         self.assertEqual(model_stats(self.model)["active"], 1)
         sock.close()
@@ -142,7 +143,11 @@ class Configuration(unittest.TestCase):
         }
         return subprocess.run(
             [sys.executable, "-m", "pyworker", module],
-            cwd=str(ROOT), env=full, capture_output=True, text=True, timeout=20,
+            cwd=str(ROOT),
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
 
     def assert_one_line(self, result: subprocess.CompletedProcess[str], names: str) -> None:
@@ -170,7 +175,12 @@ class Configuration(unittest.TestCase):
     def test_unknown_worker_module_is_one_line(self) -> None:
         full = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
         result = subprocess.run(
-            [sys.executable, "-m", "pyworker", "workers.nope"], cwd=str(ROOT), env=full, capture_output=True, text=True, timeout=20
+            [sys.executable, "-m", "pyworker", "workers.nope"],
+            cwd=str(ROOT),
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=20,
         )
         self.assert_one_line(result, "workers.nope")
 

@@ -44,7 +44,10 @@ class ReportCase(unittest.IsolatedAsyncioTestCase):
     async def asyncSetUp(self) -> None:
         self.recorder = Recorder()
         self.server = HTTPServer(
-            [post("/worker_status/", self.recorder.worker_status), post("/delete_requests/", self.recorder.delete_requests)]
+            [
+                post("/worker_status/", self.recorder.worker_status),
+                post("/delete_requests/", self.recorder.delete_requests),
+            ]
         )
         await self.server.start("127.0.0.1", 0)
         self.metrics = Metrics()
@@ -78,9 +81,26 @@ class StatusReports(ReportCase):
         body = self.recorder.status_bodies[-1]
         self.assertEqual(
             set(body),
-            {"id", "mtoken", "version", "loadtime", "cur_load", "new_load", "rej_load", "cur_perf", "max_perf",
-             "error_msg", "num_requests_working", "num_requests_recieved", "working_request_idxs",
-             "additional_disk_usage", "disk_usage", "cur_capacity", "max_capacity", "url"},
+            {
+                "id",
+                "mtoken",
+                "version",
+                "loadtime",
+                "cur_load",
+                "new_load",
+                "rej_load",
+                "cur_perf",
+                "max_perf",
+                "error_msg",
+                "num_requests_working",
+                "num_requests_recieved",
+                "working_request_idxs",
+                "additional_disk_usage",
+                "disk_usage",
+                "cur_capacity",
+                "max_capacity",
+                "url",
+            },
         )
         self.assertEqual((body["id"], body["mtoken"], body["url"]), (12, "secret", "http://1.2.3.4:5678"))
         self.assertEqual((body["new_load"], body["rej_load"], body["cur_perf"]), (17, 5, 10))
@@ -126,7 +146,9 @@ class StatusReports(ReportCase):
         self.assertIn("broken", self.recorder.status_bodies[-1]["error_msg"])
 
     async def test_next_address_takes_over_when_the_first_is_down(self) -> None:
-        autoscaler = Autoscaler((f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{self.server.port}"), timeout_s=2)
+        autoscaler = Autoscaler(
+            (f"http://127.0.0.1:{free_port()}", f"http://127.0.0.1:{self.server.port}"), timeout_s=2
+        )
         self.addCleanup(autoscaler.close)
         with self.assertLogs("pyworker.reports", "WARNING"):
             self.assertTrue(await self.make_reporter(autoscaler).report_status())
@@ -148,8 +170,10 @@ class FinishedRequests(ReportCase):
         self.assertEqual((sent["worker_id"], sent["mtoken"]), (12, "secret"))
         self.assertEqual([r["request_idx"] for r in sent["requests"]], [0, 1, 2, 9])
         self.assertEqual(sent["requests"][3]["status"], "Rejected")
-        self.assertEqual(set(sent["requests"][0]), {"request_idx", "success", "status", "entered_queue_at",
-                                                    "work_started_at", "work_completed_at"})
+        self.assertEqual(
+            set(sent["requests"][0]),
+            {"request_idx", "success", "status", "entered_queue_at", "work_started_at", "work_completed_at"},
+        )
 
     async def test_records_finished_while_sending_are_kept(self) -> None:
         self.serve(1, 1)

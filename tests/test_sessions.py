@@ -40,14 +40,29 @@ class Targets(unittest.TestCase):
         self.assertEqual(callback_target("done?x=1"), CallbackTarget(None, "/done?x=1"))
 
     def test_http_urls_are_split_into_base_and_path(self) -> None:
-        self.assertEqual(callback_target("https://Example.com:8443/a/b?q"), CallbackTarget("https://example.com:8443", "/a/b?q"))
+        self.assertEqual(
+            callback_target("https://Example.com:8443/a/b?q"), CallbackTarget("https://example.com:8443", "/a/b?q")
+        )
         self.assertEqual(callback_target("HTTP://10.0.0.1"), CallbackTarget("http://10.0.0.1", "/"))
         self.assertEqual(callback_target("http://[::1]:9/x"), CallbackTarget("http://[::1]:9", "/x"))
 
     def test_everything_else_is_refused(self) -> None:
-        for route in ("file:///etc/passwd", "gopher://h/x", "//169.254.169.254/", "http://u:p@h/x", "http:///x",
-                      "javascript:alert(1)", "/a b", "/x\r\nHost: y", "http://h:99999/", "http://h/#frag",
-                      "http:h/x", "/é", "x" * 3000, "mailto:a@b"):
+        for route in (
+            "file:///etc/passwd",
+            "gopher://h/x",
+            "//169.254.169.254/",
+            "http://u:p@h/x",
+            "http:///x",
+            "javascript:alert(1)",
+            "/a b",
+            "/x\r\nHost: y",
+            "http://h:99999/",
+            "http://h/#frag",
+            "http:h/x",
+            "/é",
+            "x" * 3000,
+            "mailto:a@b",
+        ):
             with self.subTest(route=route), self.assertRaises(ValueError):
                 callback_target(route)
 
@@ -71,9 +86,15 @@ class Creates(unittest.TestCase):
     def test_defaults_and_fields(self) -> None:
         ask = parse_create({"auth_data": AUTH, "payload": {}})
         self.assertEqual((ask.cost, ask.lifetime, ask.on_close_route, ask.on_close_payload), (5.0, 60.0, None, None))
-        ask = parse_create({"auth_data": dict(AUTH, cost="2.5"), "payload": {
-            "lifetime": 9, "on_close_route": "/done", "on_close_payload": {"k": 1}}})
-        self.assertEqual((ask.cost, ask.lifetime, ask.on_close_route, ask.on_close_payload), (2.5, 9.0, "/done", {"k": 1}))
+        ask = parse_create(
+            {
+                "auth_data": dict(AUTH, cost="2.5"),
+                "payload": {"lifetime": 9, "on_close_route": "/done", "on_close_payload": {"k": 1}},
+            }
+        )
+        self.assertEqual(
+            (ask.cost, ask.lifetime, ask.on_close_route, ask.on_close_payload), (2.5, 9.0, "/done", {"k": 1})
+        )
 
     def test_the_payload_without_a_route_is_not_kept(self) -> None:
         self.assertIsNone(parse_create({"auth_data": AUTH, "payload": {"on_close_payload": {"k": 1}}}).on_close_payload)
@@ -145,8 +166,12 @@ class Booking(unittest.IsolatedAsyncioTestCase):
 class CallbackBodies(unittest.IsolatedAsyncioTestCase):
     async def test_the_real_id_wins_and_non_objects_are_wrapped(self) -> None:
         sessions = table(0)
-        for payload, expected in (({"session_id": "forged", "k": 1}, {"k": 1}), ([1], {"payload": [1]}),
-                                  ("s", {"payload": "s"}), (None, {})):
+        for payload, expected in (
+            ({"session_id": "forged", "k": 1}, {"k": 1}),
+            ([1], {"payload": [1]}),
+            ("s", {"payload": "s"}),
+            (None, {}),
+        ):
             ask = parse_create({"auth_data": AUTH, "payload": {"on_close_route": "/x", "on_close_payload": payload}})
             session = sessions.open(ask)
             self.assertEqual(json.loads(callback_body(session)), {**expected, "session_id": session.session_id})

@@ -3,6 +3,7 @@ close callbacks, the worker checks signatures and reports (PROTOCOL.md § Sessio
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -11,7 +12,8 @@ import tempfile
 import threading
 import time
 import unittest
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from pyworker.dev.ports import free_port
 from tests.support import AutoscalerProcess, ModelProcess, WorkerProcess, post_json, reporting_stack, wait_for
@@ -134,7 +136,9 @@ class Lifecycle(SessionStack):
         for bad in (dict(auth, signature="x"), tampered, None, "text"):
             with self.subTest(bad=bad):
                 self.assertEqual(self.named("/session/get", session_id, bad)[0], 401)
-                self.assertEqual(self.named("/session/health", session_id, bad), (401, {"error": "session_auth is not valid"}))
+                self.assertEqual(
+                    self.named("/session/health", session_id, bad), (401, {"error": "session_auth is not valid"})
+                )
         other = self.autoscaler.route()
         self.assertEqual(self.named("/session/get", session_id, other), (400, {"error": "session does not exist"}))
         self.assertEqual(self.named("/session/health", session_id, other), (200, {"ok": False}))
@@ -150,8 +154,9 @@ class Lifecycle(SessionStack):
         self.assertEqual((status, answer), (200, {"ended": True, "removed_session": session_id}))
         self.assertEqual(self.post("/generate", generate(auth, session_id)), (410, {"error": "invalid session"}))
         self.assertEqual(self.named("/session/get", session_id, auth)[0], 400)
-        self.assertEqual(self.named("/session/end", session_id, auth),
-                         (400, {"error": f"session with id {session_id} not found"}))
+        self.assertEqual(
+            self.named("/session/end", session_id, auth), (400, {"error": f"session with id {session_id} not found"})
+        )
         self.assertEqual(self.named("/session/health", session_id, auth), (200, {"ok": False}))
 
         records = wait_for(lambda: self.records_of(auth["request_idx"]), 10, "the session's record")
@@ -213,8 +218,9 @@ class Lifecycle(SessionStack):
         calls = wait_for(lambda: self.callbacks_of(session_id), 8, "the close callback")
         self.assertEqual(calls, [{"path": "/session_closed", "body": {"session_id": session_id, "job": 9}}])
         self.assertEqual(self.named("/session/get", session_id, auth)[0], 400)
-        self.assertEqual([r["status"] for r in wait_for(lambda: self.records_of(auth["request_idx"]), 10, "record")],
-                         ["Success"])
+        self.assertEqual(
+            [r["status"] for r in wait_for(lambda: self.records_of(auth["request_idx"]), 10, "record")], ["Success"]
+        )
         self.assertEqual(self.callbacks_of("forged"), [])
 
     def test_a_non_object_payload_is_wrapped(self) -> None:
@@ -243,7 +249,8 @@ class Lifecycle(SessionStack):
         self.addCleanup(stream.close)
         stream.sendall(
             b"POST /generate_stream HTTP/1.1\r\nHost: w\r\nContent-Type: application/json\r\n"
-            + b"Content-Length: %d\r\n\r\n" % len(body) + body
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body
         )
         received = stream.recv(65536)
         self.assertIn(b" 200 ", received.split(b"\r\n", 1)[0])
@@ -267,21 +274,36 @@ class Refusals(SessionStack):
             ("not an object", [], 422, None),
             ("no payload", {"auth_data": auth}, 422, {"payload": "missing parameter"}),
             ("no auth_data", {"payload": {}}, 422, {"auth_data": "missing parameter"}),
-            ("cost", {"auth_data": dict(auth, cost="lots"), "payload": {}}, 422, {"auth_data": {"cost": "expected a number"}}),
+            (
+                "cost",
+                {"auth_data": dict(auth, cost="lots"), "payload": {}},
+                422,
+                {"auth_data": {"cost": "expected a number"}},
+            ),
             ("lifetime 0", {"auth_data": auth, "payload": {"lifetime": 0}}, 422, None),
             ("lifetime -5", {"auth_data": auth, "payload": {"lifetime": -5}}, 422, None),
             ("lifetime str", {"auth_data": auth, "payload": {"lifetime": "60"}}, 422, None),
             ("lifetime bool", {"auth_data": auth, "payload": {"lifetime": True}}, 422, None),
             ("route type", {"auth_data": auth, "payload": {"on_close_route": 5}}, 422, None),
         ]
-        for route in ("file:///etc/passwd", "gopher://127.0.0.1:70/x", "//169.254.169.254/latest/meta-data",
-                      "http://user:pw@127.0.0.1/x", "ftp://127.0.0.1/x", "http:///x", "javascript:alert(1)",
-                      "/path with space", "http://127.0.0.1:99999/x", "/x\r\nHost: evil"):
+        for route in (
+            "file:///etc/passwd",
+            "gopher://127.0.0.1:70/x",
+            "//169.254.169.254/latest/meta-data",
+            "http://user:pw@127.0.0.1/x",
+            "ftp://127.0.0.1/x",
+            "http:///x",
+            "javascript:alert(1)",
+            "/path with space",
+            "http://127.0.0.1:99999/x",
+            "/x\r\nHost: evil",
+        ):
             cases.append((route, {"auth_data": auth, "payload": {"on_close_route": route}}, 422, None))
         for name, body, status, answer in cases:
             with self.subTest(name):
                 if isinstance(body, bytes):
                     from tests.support import http_call
+
                     got_status, _, raw = http_call(self.worker.port, "POST", "/session/create", body)
                     got = json.loads(raw)
                 else:
@@ -314,10 +336,10 @@ class Refusals(SessionStack):
             t.start()
         for t in threads:
             t.join()
-        opened = [(a, ans["session_id"]) for a, (s, ans) in zip(auths, answers) if s == 201]
+        opened = [(a, ans["session_id"]) for a, (s, ans) in zip(auths, answers, strict=True) if s == 201]
         for auth, session_id in opened:
             self.addCleanup(self.named, "/session/end", session_id, auth)
-        refused = [a for a, (s, ans) in zip(auths, answers) if s == 429 and ans == b""]
+        refused = [a for a, (s, ans) in zip(auths, answers, strict=True) if s == 429 and ans == b""]
         self.assertEqual((len(opened), len(refused)), (MAX_SESSIONS, len(auths) - MAX_SESSIONS), answers)
         report = self.report_where(
             lambda r: r.get("num_requests_working") == MAX_SESSIONS, "the open sessions in the report"
@@ -325,7 +347,9 @@ class Refusals(SessionStack):
         self.assertEqual(sorted(report["working_request_idxs"]), sorted(a["request_idx"] for a, _ in opened))
         self.assertGreaterEqual(report["cur_load"], 2 * MAX_SESSIONS)
         for auth in refused:
-            records = wait_for(lambda: self.records_of(auth["request_idx"]), 10, "the rejected create's record")
+            records = wait_for(
+                functools.partial(self.records_of, auth["request_idx"]), 10, "the rejected create's record"
+            )
             self.assertEqual([r["status"] for r in records], ["Rejected"])
         for auth, session_id in opened:
             self.assertEqual(self.named("/session/end", session_id, auth)[0], 200)
@@ -341,8 +365,10 @@ class ReadinessWithoutALogLine(unittest.TestCase):
             self.assertEqual(ready["error_msg"], "", "the start-up error is cleared once healthy")
             history = ready["history"]
             errors = [h["error_msg"] for h in history if h["error_msg"]]
-            self.assertTrue(errors and all(re.search(r"model start: no healthy answer from /healthcheck", e)
-                                           for e in errors), errors)
+            self.assertTrue(
+                errors and all(re.search(r"model start: no healthy answer from /healthcheck", e) for e in errors),
+                errors,
+            )
             loadtime = [h["loadtime"] for h in history if h["loadtime"]]
             self.assertEqual(len(loadtime), 1)
             self.assertGreater(loadtime[0], 4.0, "ready only after the model listened and answered healthy")

@@ -12,14 +12,13 @@ import unittest
 from pathlib import Path
 from typing import Any
 
-from pyworker.auth import KeyFormatError, RSAPublicKey, Scheme, SignatureChecker, signed_message
-from pyworker.auth import der
+from pyworker.auth import KeyFormatError, RSAPublicKey, Scheme, SignatureChecker, der, signed_message
 from pyworker.dev.rsa_keys import RSAKeyPair, public_pem
 
 SHA1_DIGEST_INFO = bytes.fromhex("3021300906052b0e03021a05000414")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def key_pair(name: str, bits: int = 2048, e: int = 65537) -> RSAKeyPair:
     """One generated pair per name for the whole module: generating costs about half a second."""
     return RSAKeyPair.generate(bits, e)

@@ -10,8 +10,7 @@ import tempfile
 import time
 import unicodedata
 import unittest
-
-from typing import Callable
+from collections.abc import Callable
 from unittest import mock
 
 from pyworker import tokens
@@ -30,9 +29,21 @@ SAMPLES = [
     "combining e\u0301 marks and ＦＵＬＬＷＩＤＴＨ and Ελληνικά",
     "\r\n\r\n  \t",
     # Texts that take the split-at-spaces path, and near misses that must not.
-    "a\nb c", "x\n y", "ends with a space ", " starts with a space", "tab\tseparated words here",
-    "it's a dog's life, isn't it?", "don't  stop", "line one.\nLine two!\n\nThree", "  ", " ", "a",
-    "trailing newline\n", "mixed\r\nendings \r\n here", "x \ty", "digits 123 4567 89012",
+    "a\nb c",
+    "x\n y",
+    "ends with a space ",
+    " starts with a space",
+    "tab\tseparated words here",
+    "it's a dog's life, isn't it?",
+    "don't  stop",
+    "line one.\nLine two!\n\nThree",
+    "  ",
+    " ",
+    "a",
+    "trailing newline\n",
+    "mixed\r\nendings \r\n here",
+    "x \ty",
+    "digits 123 4567 89012",
 ]
 
 
@@ -122,8 +133,17 @@ class MergeTable(unittest.TestCase):
     def test_random_pre_tokens_of_every_kind(self) -> None:
         rng = random.Random(7)
         alphabets = [
-            "abcdefghijklmnopqrstuvwxyz", "ABCXYZ", "0123456789", "!?.,;:-_()[]{}'\"", " \n\t\r",
-            "éèàüößçñ", "日本語中文字", "😀🎉🚀", "\x00\x01\x7f\x85\xa0\xad", "абвгд", "αβγ",
+            "abcdefghijklmnopqrstuvwxyz",
+            "ABCXYZ",
+            "0123456789",
+            "!?.,;:-_()[]{}'\"",
+            " \n\t\r",
+            "éèàüößçñ",
+            "日本語中文字",
+            "😀🎉🚀",
+            "\x00\x01\x7f\x85\xa0\xad",
+            "абвгд",
+            "αβγ",
         ]
         bpe = self.counter._bpe
         assert bpe is not None

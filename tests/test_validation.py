@@ -43,7 +43,9 @@ class RequestParsing(unittest.TestCase):
         )
 
     def test_wrong_types_are_named(self) -> None:
-        errors = self.errors({"auth_data": dict(AUTH, reqnum="7"), "payload": {"prompt": 3, "max_response_tokens": "ten"}})
+        errors = self.errors(
+            {"auth_data": dict(AUTH, reqnum="7"), "payload": {"prompt": 3, "max_response_tokens": "ten"}}
+        )
         self.assertEqual(errors["auth_data"], {"reqnum": "expected int, got str"})
         self.assertEqual(errors["payload"]["prompt"], "expected str, got int")
         self.assertIn("expected int or null", errors["payload"]["max_response_tokens"])
@@ -54,7 +56,10 @@ class RequestParsing(unittest.TestCase):
 
     def test_missing_sections(self) -> None:
         self.assertEqual(self.errors({}), {"auth_data": "missing parameter", "payload": "missing parameter"})
-        self.assertEqual(self.errors({"auth_data": [], "payload": "x"}), {"auth_data": "expected a JSON object", "payload": "expected a JSON object"})
+        self.assertEqual(
+            self.errors({"auth_data": [], "payload": "x"}),
+            {"auth_data": "expected a JSON object", "payload": "expected a JSON object"},
+        )
         self.assertIn("error", self.errors([1, 2]))
 
 

@@ -41,8 +41,12 @@ class KeyFetch(unittest.IsolatedAsyncioTestCase):
             return await scaler.pubkey(request)
 
         server = HTTPServer(
-            [get("/pubkey/", pubkey), post("/route/", scaler.route), post("/worker_status/", scaler.worker_status),
-             post("/delete_requests/", scaler.delete_requests)]
+            [
+                get("/pubkey/", pubkey),
+                post("/route/", scaler.route),
+                post("/worker_status/", scaler.worker_status),
+                post("/delete_requests/", scaler.delete_requests),
+            ]
         )
         await server.start("127.0.0.1", 0)
         self.addAsyncCleanup(server.shutdown, 0.1)
@@ -50,9 +54,14 @@ class KeyFetch(unittest.IsolatedAsyncioTestCase):
         backend = Backend(model_server_url=self.model.url)
         routes = [post("/generate", backend.create_handler(GenerateHandler()))]
         env = {
-            "WORKER_HOST": "127.0.0.1", "WORKER_PORT": "0", "MODEL_LOG": self.model.log,
-            "REPORT_ADDR": f"http://127.0.0.1:{server.port}", "CONTAINER_ID": "3", "PUBLIC_IPADDR": "127.0.0.1",
-            "VAST_TCP_PORT_0": "0", "PYWORKER_CHECK_URL": "false",
+            "WORKER_HOST": "127.0.0.1",
+            "WORKER_PORT": "0",
+            "MODEL_LOG": self.model.log,
+            "REPORT_ADDR": f"http://127.0.0.1:{server.port}",
+            "CONTAINER_ID": "3",
+            "PUBLIC_IPADDR": "127.0.0.1",
+            "VAST_TCP_PORT_0": "0",
+            "PYWORKER_CHECK_URL": "false",
         }
         worker = Worker(backend, routes, WorkerConfig.from_env(env))
         await worker.start()

@@ -25,9 +25,7 @@ SHA256_DIGEST_INFO = bytes.fromhex("3031300d060960864801650304020105000420")
 MIN_KEY_BITS = 1024
 MAX_KEY_BITS = 8192
 
-_PEM = re.compile(
-    r"-----BEGIN (?P<label>[A-Z0-9 ]+)-----\s*(?P<body>[A-Za-z0-9+/=\s]*?)\s*-----END (?P=label)-----"
-)
+_PEM = re.compile(r"-----BEGIN (?P<label>[A-Z0-9 ]+)-----\s*(?P<body>[A-Za-z0-9+/=\s]*?)\s*-----END (?P=label)-----")
 
 
 class KeyFormatError(ValueError):

@@ -19,7 +19,8 @@ import binascii
 import enum
 import json
 from collections import deque
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 from urllib.parse import urlsplit
 
 from .rsa import RSAPublicKey

@@ -39,7 +39,9 @@ class Stack:
 
     def start(self, name: str, args: list[str], env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         out = open(self.workdir / f"{name}.log", "wb")
-        proc = subprocess.Popen([sys.executable, *args], env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, *args], env={**self.env, **(env or {})}, stdout=out, stderr=subprocess.STDOUT
+        )
         self.procs.append((name, proc))
         return proc
 
@@ -82,7 +84,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m pyworker.dev", description=__doc__.split("\n\n")[0])
     parser.add_argument("module", nargs="?", default="workers.hello_world", help="worker module (default: %(default)s)")
     parser.add_argument("--workers", type=int, default=1, help="model+worker pairs to start (default: %(default)s)")
-    parser.add_argument("--worker-port", type=int, default=3000, help="first worker's port; the next ones follow (0: any free)")
+    parser.add_argument(
+        "--worker-port", type=int, default=3000, help="first worker's port; the next ones follow (0: any free)"
+    )
     parser.add_argument("--autoscaler-port", type=int, default=8081, help="(0: any free port)")
     parser.add_argument("--token-delay", type=float, default=0.002, help="stand-in model: seconds per token")
     parser.add_argument("--load-time", type=float, default=1.0, help="stand-in model: seconds before it says it loaded")
@@ -110,8 +114,18 @@ def start_workers(stack: Stack, args: argparse.Namespace, scaler_url: str) -> No
             model_url, model_log = f"http://127.0.0.1:{model_port}", workdir / f"model-{i}.stdout.log"
             stack.start(
                 f"model-{i}",
-                ["-m", "pyworker.dev.model", "--port", str(model_port), "--log", str(model_log),
-                 "--token-delay", str(args.token_delay), "--load-time", str(args.load_time)],
+                [
+                    "-m",
+                    "pyworker.dev.model",
+                    "--port",
+                    str(model_port),
+                    "--log",
+                    str(model_log),
+                    "--token-delay",
+                    str(args.token_delay),
+                    "--load-time",
+                    str(args.load_time),
+                ],
             )
         stack.start(
             f"worker-{i}",

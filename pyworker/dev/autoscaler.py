@@ -157,7 +157,9 @@ class StandInAutoscaler:
         return json_response({"records": self.records})
 
 
-async def run(host: str, port: int, key_path: Path, scheme: Scheme, api_key: str | None, ready: asyncio.Event | None = None) -> None:
+async def run(
+    host: str, port: int, key_path: Path, scheme: Scheme, api_key: str | None, ready: asyncio.Event | None = None
+) -> None:
     key = await asyncio.to_thread(RSAKeyPair.load_or_create, key_path)
     scaler = StandInAutoscaler(key, scheme, api_key)
     server = HTTPServer(
@@ -181,13 +183,18 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m pyworker.dev.autoscaler", description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8081)
-    parser.add_argument("--key", type=Path, default=DEFAULT_KEY, help="key pair file, made on first use (default: %(default)s)")
+    parser.add_argument(
+        "--key", type=Path, default=DEFAULT_KEY, help="key pair file, made on first use (default: %(default)s)"
+    )
     parser.add_argument("--scheme", choices=[s.value for s in Scheme], default=Scheme.URL.value, help="what to sign")
     parser.add_argument("--api-key", default=None, help="refuse /route/ calls without this api_key")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     run_server(
-        "stand-in autoscaler", args.host, args.port, run(args.host, args.port, args.key, Scheme(args.scheme), args.api_key)
+        "stand-in autoscaler",
+        args.host,
+        args.port,
+        run(args.host, args.port, args.key, Scheme(args.scheme), args.api_key),
     )
 
 

@@ -31,9 +31,9 @@ from typing import Any
 from ..http import (
     Handler,
     HTTPServer,
-    ServerLimits,
     Request,
     Response,
+    ServerLimits,
     StreamResponse,
     get,
     json_response,

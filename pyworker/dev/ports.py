@@ -6,7 +6,8 @@ import asyncio
 import socket
 import subprocess
 import time
-from typing import Any, Coroutine
+from collections.abc import Coroutine
+from typing import Any
 
 
 def free_port() -> int:

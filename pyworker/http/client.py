@@ -12,16 +12,17 @@ import asyncio
 import json
 import re
 import ssl
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, AsyncIterator, Iterable, Iterator, Sequence, Union, cast
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 import h11
 
 from .chunks import ChunkError, ChunkScanner
 from .flow import FlowControl
-from .timers import Deadline
 from .headers import get_header
+from .timers import Deadline
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
@@ -36,7 +37,7 @@ SEND_SLICE_BYTES = 256 * 1024
 
 # A request body: bytes, or text fragments sent UTF-8 encoded (as
 # `backend.json_fragments` makes them: no joined copy of a large body).
-Body = Union[bytes, Sequence[str]]
+Body = bytes | Sequence[str]
 
 
 def body_size(body: Body) -> int:

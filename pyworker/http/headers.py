@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 # RFC 9110 section 7.6.1: these describe one hop, never the end-to-end message.
 # h11 frames each hop itself, so a proxy must drop them both ways.

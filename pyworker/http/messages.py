@@ -7,11 +7,11 @@ These play the part of aiohttp's `web.Request`, `web.Response` and
 from __future__ import annotations
 
 import json
-from typing import Any, Iterable, Mapping, Protocol
+from collections.abc import Iterable, Mapping
+from typing import Any, Protocol
 
 from .headers import get_header
 from .json_checks import loads_checked
-
 
 Headers = list[tuple[bytes, bytes]]
 HeaderItems = Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
@@ -28,6 +28,7 @@ def encode_headers(items: HeaderItems | Mapping[str, str], content_type: str | N
     if content_type is not None:
         out.append((b"content-type", content_type.encode("latin-1")))
     return out
+
 
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
-from typing import Awaitable, Callable, Iterable, Union
 
 from .messages import Request, Response, StreamResponse, json_response
 
-Handler = Callable[[Request], Awaitable[Union[Response, StreamResponse]]]
+Handler = Callable[[Request], Awaitable[Response | StreamResponse]]
 
 
 @dataclass(frozen=True, slots=True)

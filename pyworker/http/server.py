@@ -20,17 +20,18 @@ import enum
 import json
 import logging
 import ssl
+from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Iterable, cast
+from typing import cast
 
 import h11
 
 from .flow import FlowControl
 from .framing import FramingError, RequestFramer, check_head
-from .timers import Deadline
 from .messages import Headers, HTTPError, Request, Response, StreamResponse, json_response
 from .routing import Handler, Route, Router
+from .timers import Deadline
 
 log = logging.getLogger("pyworker.http")
 
@@ -552,9 +553,7 @@ class HTTPServer:
     def forget(self, conn: HTTPServerProtocol) -> None:
         self.connections.pop(conn, None)
 
-    async def start(
-        self, host: str, port: int, ssl_context: ssl.SSLContext | None = None
-    ) -> asyncio.Server:
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> asyncio.Server:
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: HTTPServerProtocol(self),

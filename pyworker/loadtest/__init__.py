@@ -22,8 +22,9 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any
 
 from ..data_types import ApiPayload
 from ..http import ClientLimits, ConnectionPool, UpstreamError, UpstreamTimeout
@@ -75,7 +76,9 @@ class LoadTest:
         self.make_payload = make_payload
         self.stream = stream
         self.stats = Stats(asked=total, rps=rps)
-        self.limits = ClientLimits(connect_timeout_s=min(10.0, timeout_s), read_timeout_s=timeout_s, max_idle_connections=256)
+        self.limits = ClientLimits(
+            connect_timeout_s=min(10.0, timeout_s), read_timeout_s=timeout_s, max_idle_connections=256
+        )
         self._autoscaler = ConnectionPool(self.autoscaler_url, self.limits)
         self._workers: dict[str, ConnectionPool] = {}
         # With sessions: request i is in session i // session_size.
@@ -96,7 +99,9 @@ class LoadTest:
         body = json.dumps({"endpoint": self.endpoint_group, "api_key": self.api_key, "cost": cost}).encode()
         self.stats.routing += 1
         try:
-            async with await self._autoscaler.request("POST", "/route/", body=body, content_type="application/json") as res:
+            async with await self._autoscaler.request(
+                "POST", "/route/", body=body, content_type="application/json"
+            ) as res:
                 answer = await res.read(1024 * 1024)
                 if res.status != 200:
                     return f"route error {res.status}"
@@ -320,26 +325,45 @@ def parser(description: str | None = None) -> argparse.ArgumentParser:
     )
     p.add_argument("-n", "--requests", type=int, default=100, help="total requests (default: %(default)s)")
     p.add_argument("-rps", "--rps", type=float, default=1.0, help="requests per second (default: %(default)s)")
-    p.add_argument("-k", "--api-key", default=os.environ.get("VAST_API_KEY", ""), help="API key (default: $VAST_API_KEY)")
+    p.add_argument(
+        "-k", "--api-key", default=os.environ.get("VAST_API_KEY", ""), help="API key (default: $VAST_API_KEY)"
+    )
     p.add_argument("-e", "--endpoint", default="local", help="endpoint group name (default: %(default)s)")
     where = p.add_mutually_exclusive_group()
-    where.add_argument("-l", "--local", action="store_true", help=f"use the local stand-in autoscaler at {LOCAL_AUTOSCALER}")
+    where.add_argument(
+        "-l", "--local", action="store_true", help=f"use the local stand-in autoscaler at {LOCAL_AUTOSCALER}"
+    )
     where.add_argument("--autoscaler", metavar="URL", help=f"autoscaler base URL (default: {DEFAULT_AUTOSCALER})")
     p.add_argument("--worker", default=None, help=f"worker module whose payloads to send (default: {DEFAULT_WORKER})")
     p.add_argument("--route", default=None, help="worker route (default: the worker module's WORKER_ENDPOINT)")
     p.add_argument("--stream", action="store_true", help="measure time to first byte as well (for streaming routes)")
     p.add_argument(
-        "--session", type=int, default=0, metavar="N",
+        "--session",
+        type=int,
+        default=0,
+        metavar="N",
         help="send the requests in sessions of N each: the first opens one (route, /session/create), "
         "the rest go straight to its worker, the last to finish ends it (default: no sessions)",
     )
-    p.add_argument("--session-cost", type=float, default=DEFAULT_SESSION_COST,
-                   help="workload a session holds while open, asked of the route (default: %(default)s)")
-    p.add_argument("--session-lifetime", type=float, default=DEFAULT_SESSION_LIFETIME_S,
-                   help="a session's lifetime, seconds (default: %(default)s)")
+    p.add_argument(
+        "--session-cost",
+        type=float,
+        default=DEFAULT_SESSION_COST,
+        help="workload a session holds while open, asked of the route (default: %(default)s)",
+    )
+    p.add_argument(
+        "--session-lifetime",
+        type=float,
+        default=DEFAULT_SESSION_LIFETIME_S,
+        help="a session's lifetime, seconds (default: %(default)s)",
+    )
     p.add_argument("--json", metavar="FILE", help="write the summary as JSON to FILE")
-    p.add_argument("--timeout", type=float, default=120.0, help="longest silence from a server, seconds (default: %(default)s)")
-    p.add_argument("--drain-timeout", type=float, default=30.0, help="after Ctrl-C, wait this long for requests in flight")
+    p.add_argument(
+        "--timeout", type=float, default=120.0, help="longest silence from a server, seconds (default: %(default)s)"
+    )
+    p.add_argument(
+        "--drain-timeout", type=float, default=30.0, help="after Ctrl-C, wait this long for requests in flight"
+    )
     return p
 
 
@@ -362,14 +386,22 @@ def main(
         factory, default_route = _payload_factory(make_payload), route or "/generate"
     autoscaler = LOCAL_AUTOSCALER if args.local else (args.autoscaler or DEFAULT_AUTOSCALER)
     test = LoadTest(
-        autoscaler, args.endpoint, args.api_key, args.route or default_route, factory,
-        args.requests, args.rps, stream=args.stream, timeout_s=args.timeout,
-        session_size=args.session, session_cost=args.session_cost, session_lifetime_s=args.session_lifetime,
+        autoscaler,
+        args.endpoint,
+        args.api_key,
+        args.route or default_route,
+        factory,
+        args.requests,
+        args.rps,
+        stream=args.stream,
+        timeout_s=args.timeout,
+        session_size=args.session,
+        session_cost=args.session_cost,
+        session_lifetime_s=args.session_lifetime,
     )
     print(
         f"loadtest: {args.requests} requests at {args.rps:g}/s to endpoint group {args.endpoint!r} "
-        f"via {autoscaler}, worker route {test.route}"
-        + (f", in sessions of {args.session}" if args.session else ""),
+        f"via {autoscaler}, worker route {test.route}" + (f", in sessions of {args.session}" if args.session else ""),
         file=sys.stderr,
         flush=True,
     )

@@ -85,9 +85,15 @@ class Stats:
             "elapsed_s": round(elapsed, 3),
             "achieved_rps": round(self.achieved_rps, 3),
             "completed_rps": round(completed / elapsed, 3) if elapsed > 0 else 0.0,
-            "latency_ms": {name: ms(self.latencies, q) for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))},
-            "ttfb_ms": {name: ms(self.ttfb, q) for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))},
-            "arrival_lag_ms": {name: ms(self.arrival_lag, q) for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))},
+            "latency_ms": {
+                name: ms(self.latencies, q) for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+            },
+            "ttfb_ms": {
+                name: ms(self.ttfb, q) for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+            },
+            "arrival_lag_ms": {
+                name: ms(self.arrival_lag, q) for name, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0))
+            },
             "workers": dict(sorted(self.per_worker.items())),
             "sessions": (
                 {

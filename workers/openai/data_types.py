@@ -73,8 +73,10 @@ class OpenAIPayload(ApiPayload):
         if "model" in body and not isinstance(body["model"], (str, type(None))):
             errors["model"] = f"expected a string, got {json_type_name(body['model'])}"
         stop = body.get("stop")
-        if stop is not None and not isinstance(stop, str) and not (
-            isinstance(stop, list) and all(isinstance(s, str) for s in stop)
+        if (
+            stop is not None
+            and not isinstance(stop, str)
+            and not (isinstance(stop, list) and all(isinstance(s, str) for s in stop))
         ):
             errors["stop"] = "expected a string or a list of strings"
         return errors

@@ -39,8 +39,12 @@ SERVER_LOG_LINES: dict[str, tuple[list[str], list[str]]] = {
 }
 # "auto" takes the lines specific enough to mean one thing whatever the server.
 SERVER_LOG_LINES["auto"] = (
-    ["Application startup complete", "The server is fired up and ready to roll", "llama_server: model loaded",
-     "main: model loaded"],
+    [
+        "Application startup complete",
+        "The server is fired up and ready to roll",
+        "llama_server: model loaded",
+        "main: model loaded",
+    ],
     sorted({line for kind, (_, errors) in SERVER_LOG_LINES.items() for line in errors}),
 )
 

@@ -1,6 +1,6 @@
 """Load-test an endpoint group running the OpenAI-compatible worker.
 
-    python -m workers.openai.test_load -n 100 -rps 1 -k "$API_KEY" -e "$ENDPOINT_GROUP_NAME"
+python -m workers.openai.test_load -n 100 -rps 1 -k "$API_KEY" -e "$ENDPOINT_GROUP_NAME"
 """
 
 from __future__ import annotations
