@@ -14,6 +14,7 @@ import enum
 import json
 import logging
 import secrets
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,9 @@ from .http import (
     ResponseAborted,
     StreamResponse,
     UpstreamError,
+    UpstreamProtocolError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
     UpstreamUnhealthy,
     json_response,
 )
@@ -48,6 +52,13 @@ LARGE_BODY_BYTES = 16 * 1024
 # Largest health or other forwarded answer read whole.
 FORWARD_BODY_BYTES = 1024 * 1024
 DEFAULT_MODEL_SERVER_URL = "http://127.0.0.1:5001"
+# Model-server failures by kind, for /metrics.
+_ERROR_KINDS: dict[type[UpstreamError], str] = {
+    UpstreamUnavailable: "unavailable",
+    UpstreamTimeout: "timeout",
+    UpstreamProtocolError: "protocol",
+    UpstreamUnhealthy: "down",
+}
 # The body key naming the session a request belongs to.
 SESSION_KEY = "session_id"
 # Strings at least this long are escaped apart from the rest of a large body.
@@ -277,18 +288,29 @@ class Backend:
             return json_response({"error": "invalid session"}, status=410)
         return None
 
+    def _refuse(self, route: str, response: Response) -> Response:
+        """Count a request answered before it was admitted (bad input, signature, session)."""
+        self.metrics.telemetry.refused(route)
+        return response
+
+    def _model_failed(self, route: str, exc: UpstreamError) -> None:
+        log.warning("%s: %s", route, exc)
+        self.metrics.telemetry.model_errors[_ERROR_KINDS.get(type(exc), "protocol")] += 1
+
     async def _handle(self, handler: EndpointHandler[Any], request: Request) -> Response | StreamResponse:
+        arrived = time.monotonic()
+        route = handler.endpoint
         try:
             data = loads_checked(request.body, self.max_json_depth)
         except JsonBodyError as exc:
-            return json_response({"error": str(exc)}, status=422)
+            return self._refuse(route, json_response({"error": str(exc)}, status=422))
         try:
             auth, payload = handler.get_data_from_request(data)
         except JsonDataException as exc:
-            return json_response(exc.message, status=422)
+            return self._refuse(route, json_response(exc.message, status=422))
         session = self._authorize(data, data[handler.AUTH_KEY])
         if isinstance(session, Response):
-            return session
+            return self._refuse(route, session)
 
         if len(request.body) > LARGE_BODY_BYTES or type(payload) not in self._warm:
             workload = await self._count_in_thread(payload)
@@ -299,13 +321,13 @@ class Backend:
         task = asyncio.current_task()
         assert task is not None  # handlers run in the connection's task
         if session is None:
-            tracker = self.metrics.track(auth.request_idx, workload)
+            tracker = self.metrics.track(auth.request_idx, workload, route)
             booked = workload
         elif session.closed:  # while the workload was counted
-            return json_response({"error": "invalid session"}, status=410)
+            return self._refuse(route, json_response({"error": "invalid session"}, status=410))
         else:
             # The session's cost stands for its requests' load (PROTOCOL.md § Sessions).
-            tracker = self.metrics.track_in_session(auth.request_idx, workload)
+            tracker = self.metrics.track_in_session(auth.request_idx, workload, route)
             booked = 0.0
         try:
             ticket = self.queue.admit(booked, limit, parallel)
@@ -333,17 +355,24 @@ class Backend:
                         "POST", handler.endpoint, body=body, content_type="application/json"
                     )
                 except UpstreamError as exc:
-                    log.warning("%s: %s", handler.endpoint, exc)
+                    self._model_failed(route, exc)
                     return json_response({"error": str(exc)}, status=exc.status)
                 async with model_response:
                     try:
                         result = await handler.generate_client_response(request, model_response)
                     except UpstreamError as exc:
-                        log.warning("%s: %s", handler.endpoint, exc)
+                        self._model_failed(route, exc)
                         if request.response_started:
                             raise ResponseAborted(str(exc)) from None
                         return json_response({"error": str(exc)}, status=exc.status)
-                outcome = Outcome.SUCCESS if result.status < 500 else Outcome.ERROR
+                if result.status >= 500:
+                    self.metrics.telemetry.model_errors["status_5xx"] += 1
+                    outcome = Outcome.ERROR
+                else:
+                    outcome = Outcome.SUCCESS
+                    first = request.first_body_at
+                    if isinstance(result, StreamResponse) and first is not None:
+                        self.metrics.telemetry.first_byte.observe(max(0.0, first - arrived), route=route)
                 return result
         except (asyncio.CancelledError, ClientDisconnected):
             outcome = Outcome.CANCELLED

@@ -143,6 +143,9 @@ class WorkerConfig:
     # The plain-HTTP listener for /session/end (None: off).
     session_end_host: str
     session_end_port: int | None
+    # The Prometheus listener for /metrics (None: off).
+    metrics_host: str
+    metrics_port: int | None
     ready_timeout_s: float
 
     @classmethod
@@ -204,19 +207,22 @@ class WorkerConfig:
             log_level=(env_str(e, "PYWORKER_LOG_LEVEL", "INFO") or "INFO").upper(),
             max_sessions=env_int(e, "PYWORKER_MAX_SESSIONS", DEFAULT_MAX_SESSIONS, minimum=-1),
             session_end_host=env_str(e, "PYWORKER_SESSION_END_HOST", "127.0.0.1") or "127.0.0.1",
-            session_end_port=_end_port(e, port),
+            session_end_port=_side_port(e, "WORKER_HTTP_PORT", port, 1),
+            metrics_host=env_str(e, "PYWORKER_METRICS_HOST", "127.0.0.1") or "127.0.0.1",
+            metrics_port=_side_port(e, "PYWORKER_METRICS_PORT", port, 2),
             ready_timeout_s=env_float(e, "PYWORKER_READY_TIMEOUT_S", 1200.0, 1.0),
         )
 
 
-def _end_port(env: Mapping[str, str], port: int) -> int | None:
-    """WORKER_HTTP_PORT: a port, or off; by default WORKER_PORT + 1 (any free port when WORKER_PORT is 0)."""
-    raw = _get(env, "WORKER_HTTP_PORT")
+def _side_port(env: Mapping[str, str], name: str, port: int, offset: int) -> int | None:
+    """A side listener's port from `name`: a port, or off; by default WORKER_PORT + `offset`
+    (any free port when WORKER_PORT is 0)."""
+    raw = _get(env, name)
     if raw is not None and raw.strip().lower() in REPORTS_OFF | {"false", "0"}:
         return None
     if raw is None:
-        return port + 1 if port else 0
-    value = env_int(env, "WORKER_HTTP_PORT", 0, minimum=1)
+        return port + offset if port else 0
+    value = env_int(env, name, 0, minimum=1)
     if value > 65535:
-        raise ConfigError(f"WORKER_HTTP_PORT must be a port number (1-65535) or off, not {raw}")
+        raise ConfigError(f"{name} must be a port number (1-65535) or off, not {raw}")
     return value

@@ -12,6 +12,8 @@ import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
 
+from .telemetry import Telemetry
+
 log = logging.getLogger("pyworker.metrics")
 
 # Finished-request records kept until the autoscaler takes them.
@@ -71,20 +73,22 @@ class Metrics:
     dropped_records: int = 0
     # False when no autoscaler takes the records (REPORT_ADDR=off): none are kept.
     keep_records: bool = True
+    # Counts since start for /metrics (these above reset with each report).
+    telemetry: Telemetry = field(default_factory=Telemetry)
 
-    def track(self, request_idx: int, workload: float) -> RequestTracker:
+    def track(self, request_idx: int, workload: float, route: str = "") -> RequestTracker:
         """Start following a request that has been received."""
         self.num_requests_recieved += 1
-        return RequestTracker(self, request_idx, workload)
+        return RequestTracker(self, request_idx, workload, route=route)
 
-    def track_in_session(self, request_idx: int, workload: float) -> RequestTracker:
+    def track_in_session(self, request_idx: int, workload: float, route: str = "") -> RequestTracker:
         """Start following a request made in a session.
 
         The session itself is the request the autoscaler follows: this one
         counts only in `new_load`, `rej_load` and `cur_perf`, never in
         `num_requests_recieved`, `working` or the finished records.
         """
-        return RequestTracker(self, request_idx, workload, in_session=True)
+        return RequestTracker(self, request_idx, workload, in_session=True, route=route)
 
     def counters(self) -> Counters:
         return Counters(self.new_load, self.rej_load, self.cur_perf_load, self.num_requests_recieved)
@@ -132,11 +136,25 @@ class Metrics:
 class RequestTracker:
     """One request's life: received, maybe started, then one outcome."""
 
-    __slots__ = ("_metrics", "request_idx", "workload", "entered_at", "started_at", "outcome", "in_session")
+    __slots__ = (
+        "_metrics",
+        "request_idx",
+        "workload",
+        "entered_at",
+        "started_at",
+        "outcome",
+        "in_session",
+        "route",
+        "_admitted",
+    )
 
-    def __init__(self, metrics: Metrics, request_idx: int, workload: float, in_session: bool = False) -> None:
+    def __init__(
+        self, metrics: Metrics, request_idx: int, workload: float, in_session: bool = False, route: str = ""
+    ) -> None:
         self._metrics = metrics
         self.in_session = in_session
+        self.route = route
+        self._admitted = False
         self.request_idx = request_idx
         self.workload = workload
         self.entered_at = time.time()
@@ -145,12 +163,17 @@ class RequestTracker:
 
     def admitted(self) -> None:
         m = self._metrics
+        self._admitted = True
+        t = m.telemetry
+        t.in_flight += 1
+        t.workload["admitted"] += self.workload
         m.new_load += self.workload
         if not self.in_session:
             m.working[self.request_idx] = m.working.get(self.request_idx, 0.0) + self.workload
 
     def started(self) -> None:
         self.started_at = time.time()
+        self._metrics.telemetry.queue_wait.observe(max(0.0, self.started_at - self.entered_at))
 
     def finish(self, outcome: Outcome) -> None:
         """Record the outcome; a second call is a bug in the caller and is ignored loudly."""
@@ -160,6 +183,15 @@ class RequestTracker:
         self.outcome = outcome
         m = self._metrics
         m.totals[outcome] += 1
+        t = m.telemetry
+        t.requests[(self.route, outcome.name.lower())] += 1
+        if self._admitted:
+            t.in_flight -= 1
+        if outcome is Outcome.SUCCESS:
+            t.workload["served"] += self.workload
+        elif outcome is Outcome.REJECTED:
+            t.workload["rejected"] += self.workload
+        t.latency.observe(max(0.0, time.time() - self.entered_at), route=self.route)
         if outcome is not Outcome.REJECTED and not self.in_session:
             left = m.working.get(self.request_idx, 0.0) - self.workload
             if left > 1e-9:

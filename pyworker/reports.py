@@ -153,6 +153,7 @@ class Reporter:
         if not force and not due and comparable == self._last_sent:
             return False
         if not await self.autoscaler.post_json("/worker_status/", body):
+            self._metrics().telemetry.report_failures["worker_status"] += 1
             return False
         self._metrics().delivered(counters)
         if body["loadtime"]:
@@ -175,6 +176,7 @@ class Reporter:
             "requests": [r.to_json() for r in batch],
         }
         if not await self.autoscaler.post_json("/delete_requests/", body):
+            metrics.telemetry.report_failures["delete_requests"] += 1
             return False
         metrics.forget(batch)
         self.sent_deletes += 1

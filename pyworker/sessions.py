@@ -45,6 +45,8 @@ ID_ALPHABET = string.ascii_letters + string.digits
 ID_LENGTH = 22  # 62**22 > 2**130
 DEFAULT_LIFETIME_S = 60.0
 DEFAULT_MAX_SESSIONS = 10
+# The route label of the sessions themselves in /metrics.
+SESSION_ROUTE = "session"
 # Expired sessions are closed within this long.
 COLLECT_INTERVAL_S = 1.0
 CALLBACK_TIMEOUT_S = 10.0
@@ -355,7 +357,7 @@ class SessionTable:
 
         No await from the check to the booking: exact under a burst.
         """
-        tracker = self.metrics.track(ask.auth.request_idx, ask.cost)
+        tracker = self.metrics.track(ask.auth.request_idx, ask.cost, SESSION_ROUTE)
         limit = self.max_sessions
         if limit < 0 or (limit > 0 and len(self._open) >= limit):
             tracker.finish(Outcome.REJECTED)

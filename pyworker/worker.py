@@ -22,11 +22,12 @@ from .backend import Backend, LogAction
 from .benchmark import Benchmark, BenchmarkFailed, BenchmarkStore, benchmark_key
 from .config import ConfigError, WorkerConfig
 from .health import HealthMonitor
-from .http import HTTPServer, Route
+from .http import HTTPServer, Request, Response, Route, get
 from .logtail import LogTailer
 from .reports import Autoscaler, Identity, Reporter
 from .session_routes import SessionRoutes, end_only
 from .status import Phase, WorkerStatus
+from .telemetry import CONTENT_TYPE
 
 log = logging.getLogger("pyworker")
 
@@ -63,8 +64,9 @@ class Worker:
         self.status = WorkerStatus()
         self.sessions = SessionRoutes(backend)
         self.server = HTTPServer([*routes, *self.sessions.routes()], config.server_limits)
-        # The plain-HTTP listener for /session/end, once started.
+        # The plain-HTTP listeners for /session/end and /metrics, once started.
         self.end_server: HTTPServer | None = None
+        self.metrics_server: HTTPServer | None = None
         self.autoscaler = Autoscaler(config.reports.addrs) if config.reports.addrs else None
         # Finished-request records exist only to be reported.
         backend.metrics.keep_records = self.autoscaler is not None
@@ -140,38 +142,77 @@ class Worker:
             backend.model_server_url,
             " ".join(self.server.router.paths),
         )
-        await self._start_end_listener()
+        await self._start_side_listeners()
         self._spawn(backend.sessions.collect_forever(), "collect expired sessions")
         if backend.model_log_file is not None:
             self._spawn(self._follow_log(backend.model_log_file), "follow model log")
         else:
             self._spawn(self._await_healthy_start(), "wait for the model's health route")
 
-    async def _start_end_listener(self) -> None:
-        """Plain HTTP, for processes on the instance; a port in use is a warning, not a failure."""
+    async def _start_side_listeners(self) -> None:
         config = self.config
-        if config.session_end_port is None:
-            return
-        server = HTTPServer(end_only(self.sessions), config.server_limits)
+        self.end_server = await self._side_listener(
+            end_only(self.sessions),
+            config.session_end_host,
+            config.session_end_port,
+            "/session/end",
+            "sessions end on the main port only",
+        )
+        self.metrics_server = await self._side_listener(
+            [get("/metrics", self._metrics_page)],
+            config.metrics_host,
+            config.metrics_port,
+            "/metrics",
+            "no metrics are served",
+        )
+
+    async def _side_listener(
+        self, routes: list[Route], host: str, port: int | None, what: str, otherwise: str
+    ) -> HTTPServer | None:
+        """Plain HTTP beside the public port; a port in use is a warning, not a failure."""
+        if port is None:
+            return None
+        server = HTTPServer(routes, self.config.server_limits)
         try:
-            await server.start(config.session_end_host, config.session_end_port)
+            await server.start(host, port)
         except OSError as exc:
-            log.warning(
-                "cannot listen on %s:%d for /session/end (%s): sessions end on the main port only",
-                config.session_end_host,
-                config.session_end_port,
-                exc.strerror or exc,
-            )
-            return
-        self.end_server = server
-        log.info("/session/end also on http://%s:%d", config.session_end_host, server.port)
+            log.warning("cannot listen on %s:%d for %s (%s): %s", host, port, what, exc.strerror or exc, otherwise)
+            return None
+        log.info("%s on http://%s:%d", what, host, server.port)
+        return server
+
+    async def _metrics_page(self, _: Request) -> Response:
+        backend = self.backend
+        status = self.status
+        gauges = {
+            "pyworker_ready": (
+                "1 once the model is loaded, benchmarked and healthy.",
+                float(status.phase is Phase.READY),
+            ),
+            "pyworker_benchmark_max_perf": (
+                "The benchmark's throughput (workload/s), 0 until measured.",
+                status.max_perf,
+            ),
+            "pyworker_model_down": (
+                "1 while the health check has declared the model down.",
+                float(backend.model_down is not None),
+            ),
+            "pyworker_sessions_open": ("Sessions open.", float(len(backend.sessions))),
+            "pyworker_connections": (
+                "Client connections open on the public port.",
+                float(len(self.server.connections)),
+            ),
+        }
+        body = backend.metrics.telemetry.render(gauges)
+        return Response(body, content_type=CONTENT_TYPE)
 
     async def stop(self) -> None:
         """Stop accepting, give requests in progress the grace period, report once more."""
         log.info("shutting down: waiting up to %g s for requests in progress", self.config.shutdown_grace_s)
         await self.server.shutdown(self.config.shutdown_grace_s)
-        if self.end_server is not None:
-            await self.end_server.shutdown(0)
+        for side in (self.end_server, self.metrics_server):
+            if side is not None:
+                await side.shutdown(0)
         sessions = self.backend.sessions
         if len(sessions):
             log.info("closing %d open session(s)", len(sessions))

@@ -148,8 +148,9 @@ class WorkerProcess(Child):
             "UNSECURED": "true",
             "REPORT_ADDR": "off",
             "PYWORKER_LOG_LEVEL": "WARNING",
-            # No second listener on WORKER_PORT + 1, a port another test may own.
+            # No side listeners on WORKER_PORT + 1 and + 2, ports another test may own.
             "WORKER_HTTP_PORT": "off",
+            "PYWORKER_METRICS_PORT": "off",
         }
         base.update(env or {})
         super().__init__(["-m", "pyworker", module], base)

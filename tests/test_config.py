@@ -71,6 +71,8 @@ class Defaults(unittest.TestCase):
         self.assertIsNone(config.model_log)
         # The plain /session/end listener: WORKER_PORT + 1, loopback only.
         self.assertEqual((config.session_end_host, config.session_end_port), ("127.0.0.1", 3001))
+        # /metrics: WORKER_PORT + 2, loopback only.
+        self.assertEqual((config.metrics_host, config.metrics_port), ("127.0.0.1", 3002))
 
     def test_the_session_end_listener_can_move_or_be_off(self) -> None:
         self.assertEqual(load(WORKER_PORT="4000").session_end_port, 4001)
@@ -79,6 +81,8 @@ class Defaults(unittest.TestCase):
         self.assertEqual(load(PYWORKER_SESSION_END_HOST="0.0.0.0").session_end_host, "0.0.0.0")
         with self.assertRaisesRegex(ConfigError, "WORKER_HTTP_PORT"):
             load(WORKER_HTTP_PORT="70000")
+        self.assertIsNone(load(PYWORKER_METRICS_PORT="off").metrics_port)
+        self.assertEqual(load(PYWORKER_METRICS_PORT="9100").metrics_port, 9100)
 
     def test_empty_values_mean_unset(self) -> None:
         self.assertEqual(load(WORKER_PORT="", PYWORKER_LOG_LEVEL="").port, 3000)

@@ -40,6 +40,9 @@ class _Responder(Protocol):
     @property
     def head_sent(self) -> bool: ...
 
+    @property
+    def first_body_at(self) -> float | None: ...
+
     async def start(self, status: int, headers: Headers) -> None: ...
 
     async def write(self, data: bytes) -> None: ...
@@ -105,6 +108,11 @@ class Request:
         """The body parsed as JSON; raises `ValueError` when it is not, or when it is
         JSON the worker refuses (see `json_checks.loads_checked`)."""
         return loads_checked(self.body)
+
+    @property
+    def first_body_at(self) -> float | None:
+        """`time.monotonic()` when a streamed answer's first body piece went out, else None."""
+        return None if self._responder is None else self._responder.first_body_at
 
     @property
     def response_started(self) -> bool:

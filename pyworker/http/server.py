@@ -20,6 +20,7 @@ import enum
 import json
 import logging
 import ssl
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -112,7 +113,17 @@ class Phase(enum.Enum):
 class _Exchange:
     """One request's state on a connection, from its head to its response."""
 
-    __slots__ = ("head", "handler", "early", "body", "body_bytes", "body_started", "head_sent", "pending_head")
+    __slots__ = (
+        "head",
+        "handler",
+        "early",
+        "body",
+        "body_bytes",
+        "body_started",
+        "head_sent",
+        "pending_head",
+        "first_body_at",
+    )
 
     def __init__(self) -> None:
         self.head: h11.Request | None = None
@@ -124,6 +135,8 @@ class _Exchange:
         self.head_sent = False  # the response head went to h11 (maybe still held, below)
         # A streamed response's head, held until the end of the loop turn.
         self.pending_head = b""
+        # time.monotonic() when a streamed response's first body piece was written.
+        self.first_body_at: float | None = None
 
 
 class HTTPServerProtocol(asyncio.Protocol):
@@ -149,6 +162,10 @@ class HTTPServerProtocol(asyncio.Protocol):
     def head_sent(self) -> bool:
         """True once the current request's response has begun (then no other answer can be sent)."""
         return self._ex.head_sent
+
+    @property
+    def first_body_at(self) -> float | None:
+        return self._ex.first_body_at
 
     # -- asyncio callbacks -------------------------------------------------
 
@@ -405,6 +422,8 @@ class HTTPServerProtocol(asyncio.Protocol):
         if ex.pending_head:
             pieces.insert(0, ex.pending_head)
             ex.pending_head = b""
+        if ex.first_body_at is None:
+            ex.first_body_at = time.monotonic()
         self._transport.writelines(pieces)
         try:
             await self._flow.drain(self._limits.send_timeout_s)
