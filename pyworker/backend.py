@@ -39,7 +39,8 @@ from .http import (
 )
 from .http.headers import passthrough_headers
 from .http.json_checks import MAX_JSON_DEPTH, JsonBodyError, loads_checked
-from .metrics import Metrics, Outcome
+from .logs import access_log, log_access
+from .metrics import Metrics, Outcome, RequestTracker
 from .queue import QueueFull, WorkQueue
 from .sessions import CallbackSender, Session, SessionTable
 from .validation import JsonDataException, json_type_name
@@ -52,6 +53,38 @@ LARGE_BODY_BYTES = 16 * 1024
 # Largest health or other forwarded answer read whole.
 FORWARD_BODY_BYTES = 1024 * 1024
 DEFAULT_MODEL_SERVER_URL = "http://127.0.0.1:5001"
+
+
+class _Access:
+    """What one request's access line says, filled in as the request goes."""
+
+    __slots__ = ("route", "arrived", "request_idx", "workload", "tracker")
+
+    def __init__(self, route: str) -> None:
+        self.route = route
+        self.arrived = time.monotonic()
+        self.request_idx: int | None = None
+        self.workload: float | None = None
+        self.tracker: RequestTracker | None = None
+
+    def log(self, status: int, sent: int) -> None:
+        tracker = self.tracker
+        now = time.monotonic()
+        fields: dict[str, Any] = {
+            "route": self.route,
+            "status": status,
+            "outcome": "refused" if tracker is None or tracker.outcome is None else tracker.outcome.name.lower(),
+            "request_idx": self.request_idx,
+            "workload": self.workload,
+        }
+        if tracker is not None and tracker.started_at is not None:
+            fields["queue_ms"] = round((tracker.started_at - tracker.entered_at) * 1000, 3)
+            fields["model_ms"] = round(max(0.0, time.time() - tracker.started_at) * 1000, 3)
+        fields["bytes"] = sent
+        fields["ms"] = round((now - self.arrived) * 1000, 3)
+        log_access(fields)
+
+
 # Model-server failures by kind, for /metrics.
 _ERROR_KINDS: dict[type[UpstreamError], str] = {
     UpstreamUnavailable: "unavailable",
@@ -298,7 +331,30 @@ class Backend:
         self.metrics.telemetry.model_errors[_ERROR_KINDS.get(type(exc), "protocol")] += 1
 
     async def _handle(self, handler: EndpointHandler[Any], request: Request) -> Response | StreamResponse:
-        arrived = time.monotonic()
+        """Proxy one request, then write its access line (whatever the way out)."""
+        access = _Access(handler.endpoint)
+        status = 500
+        result: Response | StreamResponse | None = None
+        try:
+            result = await self._proxy(handler, request, access)
+            status = result.status
+            return result
+        except (asyncio.CancelledError, ClientDisconnected):
+            status = 499  # the client went away (nginx's code for it)
+            raise
+        except ResponseAborted:
+            status = 502  # the answer was cut: its head may have said otherwise
+            raise
+        finally:
+            if access_log.isEnabledFor(logging.INFO):
+                # A whole Response goes out after this returns: its size is its body's.
+                sent = len(result.body) if isinstance(result, Response) else request.body_bytes_sent
+                access.log(status, sent)
+
+    async def _proxy(
+        self, handler: EndpointHandler[Any], request: Request, access: _Access
+    ) -> Response | StreamResponse:
+        arrived = access.arrived
         route = handler.endpoint
         try:
             data = loads_checked(request.body, self.max_json_depth)
@@ -320,6 +376,8 @@ class Backend:
         limit = self.max_queue_time if handler.max_queue_time is None else handler.max_queue_time
         task = asyncio.current_task()
         assert task is not None  # handlers run in the connection's task
+        access.request_idx = auth.request_idx
+        access.workload = workload
         if session is None:
             tracker = self.metrics.track(auth.request_idx, workload, route)
             booked = workload
@@ -329,6 +387,7 @@ class Backend:
             # The session's cost stands for its requests' load (PROTOCOL.md § Sessions).
             tracker = self.metrics.track_in_session(auth.request_idx, workload, route)
             booked = 0.0
+        access.tracker = tracker
         try:
             ticket = self.queue.admit(booked, limit, parallel)
         except QueueFull as exc:

@@ -139,6 +139,7 @@ class WorkerConfig:
     client_limits: ClientLimits
     shutdown_grace_s: float
     log_level: str
+    log_format: str  # text or json
     max_sessions: int
     # The plain-HTTP listener for /session/end (None: off).
     session_end_host: str
@@ -205,6 +206,7 @@ class WorkerConfig:
             ),
             shutdown_grace_s=env_float(e, "PYWORKER_SHUTDOWN_GRACE_S", 10.0),
             log_level=(env_str(e, "PYWORKER_LOG_LEVEL", "INFO") or "INFO").upper(),
+            log_format=_log_format(e),
             max_sessions=env_int(e, "PYWORKER_MAX_SESSIONS", DEFAULT_MAX_SESSIONS, minimum=-1),
             session_end_host=env_str(e, "PYWORKER_SESSION_END_HOST", "127.0.0.1") or "127.0.0.1",
             session_end_port=_side_port(e, "WORKER_HTTP_PORT", port, 1),
@@ -212,6 +214,13 @@ class WorkerConfig:
             metrics_port=_side_port(e, "PYWORKER_METRICS_PORT", port, 2),
             ready_timeout_s=env_float(e, "PYWORKER_READY_TIMEOUT_S", 1200.0, 1.0),
         )
+
+
+def _log_format(env: Mapping[str, str]) -> str:
+    value = (env_str(env, "PYWORKER_LOG_FORMAT", "text") or "text").strip().lower()
+    if value not in ("text", "json"):
+        raise ConfigError(f"PYWORKER_LOG_FORMAT is text or json, not {value!r}")
+    return value
 
 
 def _side_port(env: Mapping[str, str], name: str, port: int, offset: int) -> int | None:

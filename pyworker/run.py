@@ -12,6 +12,7 @@ from . import process
 from .backend import Backend
 from .config import ConfigError, ReportConfig, WorkerConfig
 from .http import Route
+from .logs import setup_logging
 from .worker import Worker
 
 log = logging.getLogger("pyworker")
@@ -19,14 +20,6 @@ log = logging.getLogger("pyworker")
 # A huge prompt is tokenized in a worker thread; while it runs Python code,
 # the event loop waits for the GIL up to this interval (default 5 ms).
 GIL_SWITCH_INTERVAL_S = 0.001
-
-
-def setup_logging(level: str = "INFO") -> None:
-    logging.basicConfig(
-        level=getattr(logging, level, logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
 
 
 async def serve(
@@ -93,7 +86,7 @@ def start_server(backend: Backend, routes: Iterable[Route], name: str = "") -> N
         except KeyboardInterrupt:
             pass
         raise SystemExit(2) from None
-    setup_logging(config.log_level)
+    setup_logging(config.log_level, config.log_format)
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     process.return_memory_when_freed()
     process.raise_fd_limit(config.server_limits.max_connections)

@@ -487,9 +487,12 @@ def wait_answer(port: int, request: bytes, timeout_s: float = 60.0) -> float:
 class WorkerPair:
     """A worker in front of each model (the fast one restartable), pinned to core 1."""
 
-    def __init__(self, stack: Stack, name: str, command: list[str], cwd_state: bool) -> None:
+    def __init__(
+        self, stack: Stack, name: str, command: list[str], cwd_state: bool, env: dict[str, str] | None = None
+    ) -> None:
         self.stack = stack
         self.name = name
+        self.extra_env = env or {}
         self.command = command
         self.cwd_state = cwd_state  # the reference keeps .has_benchmark in its working folder
         self.ports = {"fast": free_port(), "paced": free_port()}
@@ -504,7 +507,7 @@ class WorkerPair:
 
     def _start(self, which: str, model: int) -> None:
         log, state = self._paths(which)
-        env = self.stack.worker_env(self.ports[which], model, log, state)
+        env = {**self.stack.worker_env(self.ports[which], model, log, state), **self.extra_env}
         self.procs[which] = self.stack.spawn(1, self.command, env, cwd=state if self.cwd_state else ROOT)
 
     def mark_loaded(self) -> None:
@@ -688,6 +691,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="rounds of every row (default: %(default)s)")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of each timed measurement")
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument(
+        "--access-log", action="store_true", help="also measure pyworker writing its access lines (pyw+log)"
+    )
     args = parser.parse_args()
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     ref_python = reference_python() if args.peers and not args.no_reference else None
@@ -705,7 +711,11 @@ def main() -> None:
                     stack, "reference", [ref_python, str(Path(ref_python).parent.parent / "bench_worker.py")], True
                 )
             )
-        workers.append(WorkerPair(stack, "pyworker", [sys.executable, "-m", "pyworker", "workers.hello_world"], False))
+        hello = [sys.executable, "-m", "pyworker", "workers.hello_world"]
+        if args.access_log:
+            # The same worker writing an access line a request (INFO), measured in the same rounds.
+            workers.append(WorkerPair(stack, "pyw+log", hello, False, {"PYWORKER_LOG_LEVEL": "INFO"}))
+        workers.append(WorkerPair(stack, "pyworker", hello, False))
         for pair in workers:
             for port in pair.ports.values():
                 wait_port(port, 60)

@@ -43,6 +43,9 @@ class _Responder(Protocol):
     @property
     def first_body_at(self) -> float | None: ...
 
+    @property
+    def body_bytes_sent(self) -> int: ...
+
     async def start(self, status: int, headers: Headers) -> None: ...
 
     async def write(self, data: bytes) -> None: ...
@@ -113,6 +116,11 @@ class Request:
     def first_body_at(self) -> float | None:
         """`time.monotonic()` when a streamed answer's first body piece went out, else None."""
         return None if self._responder is None else self._responder.first_body_at
+
+    @property
+    def body_bytes_sent(self) -> int:
+        """Body bytes of the response handed to the connection so far."""
+        return 0 if self._responder is None else self._responder.body_bytes_sent
 
     @property
     def response_started(self) -> bool:

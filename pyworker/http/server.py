@@ -123,6 +123,7 @@ class _Exchange:
         "head_sent",
         "pending_head",
         "first_body_at",
+        "bytes_out",
     )
 
     def __init__(self) -> None:
@@ -137,6 +138,7 @@ class _Exchange:
         self.pending_head = b""
         # time.monotonic() when a streamed response's first body piece was written.
         self.first_body_at: float | None = None
+        self.bytes_out = 0  # body bytes of the response given to the transport
 
 
 class HTTPServerProtocol(asyncio.Protocol):
@@ -166,6 +168,10 @@ class HTTPServerProtocol(asyncio.Protocol):
     @property
     def first_body_at(self) -> float | None:
         return self._ex.first_body_at
+
+    @property
+    def body_bytes_sent(self) -> int:
+        return self._ex.bytes_out
 
     # -- asyncio callbacks -------------------------------------------------
 
@@ -391,6 +397,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         assert end is not None
         self._write(out + end)
         self._ex.head_sent = True
+        self._ex.bytes_out = len(body)
 
     async def start(self, status: int, headers: Headers) -> None:
         """Send a streamed response's head (called by `StreamResponse.prepare`)."""
@@ -424,6 +431,7 @@ class HTTPServerProtocol(asyncio.Protocol):
             ex.pending_head = b""
         if ex.first_body_at is None:
             ex.first_body_at = time.monotonic()
+        ex.bytes_out += len(data)
         self._transport.writelines(pieces)
         try:
             await self._flow.drain(self._limits.send_timeout_s)
