@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import http.client
 import json
 import os
@@ -22,6 +23,33 @@ from pyworker.dev.ports import free_port, wait_port
 ROOT = Path(__file__).resolve().parent.parent
 
 AUTH = {"cost": "1", "endpoint": "test", "reqnum": 1, "request_idx": 1, "signature": "x", "url": "http://w"}
+
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pyworker"
+
+
+def wheelhouse() -> Path:
+    """The runtime's wheels (requirements.txt), fetched once into the cache, for pip runs that need no index."""
+    requirements = (ROOT / "requirements.txt").read_bytes()
+    folder = CACHE / f"wheelhouse-{hashlib.sha256(requirements).hexdigest()[:12]}"
+    if not any(folder.glob("*.whl")):
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--no-deps",
+                "--only-binary=:all:",
+                "-d",
+                str(folder),
+                "-r",
+                str(ROOT / "requirements.txt"),
+            ],
+            check=True,
+        )
+    return folder
 
 
 def body(prompt: str = "hello world", request_idx: int = 1, **payload: Any) -> bytes:

@@ -3,21 +3,17 @@ a fresh install, a second start that installs nothing, and a port already served
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import unittest
 from pathlib import Path
 
 from pyworker.dev.ports import free_port, wait_port
-from tests.support import ROOT, ModelProcess, body, http_call
-
-CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pyworker"
+from tests.support import ROOT, ModelProcess, body, http_call, wheelhouse
 
 
 def local_repository(into: Path) -> Path:
@@ -36,30 +32,6 @@ def local_repository(into: Path) -> Path:
     subprocess.run([*git, "add", "-A"], cwd=repo, check=True)
     subprocess.run([*git, "commit", "-q", "-m", "snapshot"], cwd=repo, check=True)
     return repo
-
-
-def wheelhouse() -> Path:
-    """The runtime's wheels, fetched once into the cache, so the script's pip needs no index."""
-    requirements = (ROOT / "requirements.txt").read_bytes()
-    folder = CACHE / f"wheelhouse-{hashlib.sha256(requirements).hexdigest()[:12]}"
-    if not any(folder.glob("*.whl")):
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "download",
-                "--quiet",
-                "--no-deps",
-                "--only-binary=:all:",
-                "-d",
-                str(folder),
-                "-r",
-                str(ROOT / "requirements.txt"),
-            ],
-            check=True,
-        )
-    return folder
 
 
 class StartScript(unittest.TestCase):
