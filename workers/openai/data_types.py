@@ -1,4 +1,4 @@
-"""Payloads of the OpenAI-compatible API: `/v1/completions` and `/v1/chat/completions`.
+"""Payloads of the OpenAI-compatible API: `/v1/completions`, `/v1/chat/completions`, `/v1/embeddings`.
 
 The fields the worker relies on are checked (a wrong type is a 422 naming
 the field, before anything reaches the model); every other field passes
@@ -9,6 +9,8 @@ Workload = prompt tokens + the generation length asked for (`max_tokens`, or
 `max_completion_tokens`, or `OPENAI_DEFAULT_MAX_TOKENS` when neither is
 given): the tokens the model may process for the request. Chat messages add
 `CHAT_TOKENS_PER_MESSAGE` each for the role markers of the chat template.
+Embeddings generate nothing: their workload is the tokens of `input`
+(strings counted, token-id lists by their length).
 """
 
 from __future__ import annotations
@@ -184,3 +186,60 @@ class ChatPayload(OpenAIPayload):
                 "temperature": 0,
             }
         )
+
+
+class EmbeddingsPayload(OpenAIPayload):
+    """`/v1/embeddings`: `input` is a string, a list of strings, token ids, or lists of token ids."""
+
+    @classmethod
+    def own_errors(cls, body: dict[str, Any]) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        if "input" not in body:
+            errors["input"] = "missing parameter"
+        elif not _is_embedding_input(body["input"]):
+            errors["input"] = "expected a string, a list of strings, a list of token ids or a list of those"
+        fmt = body.get("encoding_format")
+        if fmt is not None and fmt not in ("float", "base64"):
+            errors["encoding_format"] = "expected float or base64"
+        if "dimensions" in body and not _int_or_null(body["dimensions"]):
+            errors["dimensions"] = f"expected a whole number >= 0 or null, got {json_type_name(body['dimensions'])}"
+        return errors
+
+    def prompt_tokens(self) -> int:
+        value = self.body["input"]
+        if isinstance(value, str):
+            return count_tokens(value)
+        total = 0
+        for item in value:
+            if isinstance(item, str):
+                total += count_tokens(item)
+            elif isinstance(item, list):
+                total += len(item)
+            else:
+                total += 1  # one token id of a flat list
+        return total
+
+    def count_workload(self) -> float:
+        return float(self.prompt_tokens())
+
+    @classmethod
+    def for_test(cls) -> EmbeddingsPayload:
+        return cls.benchmark(cls.BENCHMARK_WORDS)
+
+    @classmethod
+    def benchmark(cls, words: int, extra: dict[str, Any] | None = None) -> EmbeddingsPayload:
+        body: dict[str, Any] = {"input": random_words(words)}
+        body.update(extra or {})
+        return cls(body)
+
+
+def _token_ids(value: Any) -> bool:
+    return isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _is_embedding_input(value: Any) -> bool:
+    if isinstance(value, str):
+        return True
+    if not isinstance(value, list) or not value:
+        return False
+    return all(isinstance(v, str) for v in value) or _token_ids(value) or all(_token_ids(v) for v in value)

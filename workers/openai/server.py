@@ -1,4 +1,5 @@
-"""The OpenAI-compatible worker: `/v1/completions`, `/v1/chat/completions`, `/v1/models`, `/health`.
+"""The OpenAI-compatible worker: `/v1/completions`, `/v1/chat/completions`, `/v1/embeddings`,
+`/v1/models`, `/health`.
 
     MODEL_LOG=/var/log/model.log MODEL_SERVER_URL=http://127.0.0.1:8000 python -m pyworker workers.openai
 
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Any
 
 from pyworker import Backend, EndpointHandler, LogAction, Request, Response, get, post
 from pyworker.config import ConfigError, env_bool, env_float, env_int, env_str
 
-from .data_types import ChatPayload, CompletionPayload
+from .data_types import ChatPayload, CompletionPayload, EmbeddingsPayload
 
 # Lines in each server's log that mean the model can serve, or never will.
 SERVER_LOG_LINES: dict[str, tuple[list[str], list[str]]] = {
@@ -70,6 +72,11 @@ BENCHMARK_WORDS = env_int(os.environ, "OPENAI_BENCHMARK_PROMPT_WORDS", 100, mini
 BENCHMARK_MAX_TOKENS = env_int(os.environ, "OPENAI_BENCHMARK_MAX_TOKENS", 128, minimum=1)
 BENCHMARK_RUNS = env_int(os.environ, "OPENAI_BENCHMARK_RUNS", 3, minimum=1)
 BENCHMARK_MODEL = env_str(os.environ, "OPENAI_MODEL")
+# The route the benchmark measures: completions, or embeddings for an
+# embeddings-only server (llama-server --embeddings serves nothing else).
+BENCHMARK_ENDPOINT = (env_str(os.environ, "OPENAI_BENCHMARK_ENDPOINT", "completions") or "completions").lower()
+if BENCHMARK_ENDPOINT not in ("completions", "embeddings"):
+    raise ConfigError(f"OPENAI_BENCHMARK_ENDPOINT takes completions or embeddings, not {BENCHMARK_ENDPOINT!r}")
 
 
 @dataclasses.dataclass
@@ -102,11 +109,33 @@ class ChatCompletionsHandler(EndpointHandler[ChatPayload]):
         return ChatPayload
 
 
+@dataclasses.dataclass
+class EmbeddingsHandler(EndpointHandler[EmbeddingsPayload]):
+    @property
+    def endpoint(self) -> str:
+        return "/v1/embeddings"
+
+    @classmethod
+    def payload_cls(cls) -> type[EmbeddingsPayload]:
+        return EmbeddingsPayload
+
+    def make_benchmark_payload(self) -> EmbeddingsPayload:
+        return EmbeddingsPayload.benchmark(
+            self.benchmark_words, {"model": BENCHMARK_MODEL} if BENCHMARK_MODEL else None
+        )
+
+
+benchmark_handler: EndpointHandler[Any] = (
+    EmbeddingsHandler(benchmark_runs=BENCHMARK_RUNS, benchmark_words=BENCHMARK_WORDS)
+    if BENCHMARK_ENDPOINT == "embeddings"
+    else CompletionsHandler(benchmark_runs=BENCHMARK_RUNS, benchmark_words=BENCHMARK_WORDS)
+)
+
 backend = Backend(
     model_server_url="http://127.0.0.1:8000",
     allow_parallel_requests=env_bool(os.environ, "OPENAI_PARALLEL", True),
     max_queue_time=env_float(os.environ, "OPENAI_MAX_QUEUE_TIME", 30.0),
-    benchmark_handler=CompletionsHandler(benchmark_runs=BENCHMARK_RUNS, benchmark_words=BENCHMARK_WORDS),
+    benchmark_handler=benchmark_handler,
     log_actions=LOG_ACTIONS,
     healthcheck_url=HEALTH_PATH,
 )
@@ -123,6 +152,7 @@ async def handle_health(_: Request) -> Response:
 routes = [
     post("/v1/completions", backend.create_handler(CompletionsHandler())),
     post("/v1/chat/completions", backend.create_handler(ChatCompletionsHandler())),
+    post("/v1/embeddings", backend.create_handler(EmbeddingsHandler())),
     get("/v1/models", handle_models),
     get("/health", handle_health),
 ]
