@@ -86,6 +86,14 @@ class _Transport(asyncio.Transport):
 
 def through_client(pieces: list[bytes]) -> tuple[bytes, str]:
     """Body and end as the pool's connection reads them (head by h11, plain chunks by the scanner)."""
+
+    async def read() -> tuple[bytes, str]:  # the connection wants an event loop, never waits on it
+        return _read_through_client(pieces)
+
+    return asyncio.run(read())
+
+
+def _read_through_client(pieces: list[bytes]) -> tuple[bytes, str]:
     conn = _ClientConnection(ClientLimits())
     conn.connection_made(_Transport())
     head = h11.Request(method="POST", target="/", headers=[(b"host", b"m"), (b"content-length", b"0")])
@@ -126,8 +134,8 @@ def splits(wire: bytes) -> list[list[bytes]]:
     return ways
 
 
-class Differential(unittest.IsolatedAsyncioTestCase):
-    async def test_valid_streams_give_what_h11_gives(self) -> None:
+class Differential(unittest.TestCase):
+    def test_valid_streams_give_what_h11_gives(self) -> None:
         for body in VALID_BODIES:
             wire = HEAD + body
             expected = h11_alone(wire, [wire])
@@ -136,7 +144,7 @@ class Differential(unittest.IsolatedAsyncioTestCase):
                 with self.subTest(body=body[:40], pieces=len(pieces), first=len(pieces[0])):
                     self.assertEqual(through_client(pieces), expected)
 
-    async def test_broken_streams_fail_as_h11_fails(self) -> None:
+    def test_broken_streams_fail_as_h11_fails(self) -> None:
         for body in INVALID_BODIES:
             wire = HEAD + body
             self.assertEqual(h11_alone(wire, [wire])[1], "error", body)
@@ -146,16 +154,16 @@ class Differential(unittest.IsolatedAsyncioTestCase):
                     self.assertEqual(end, "error")
                     self.assertTrue(b"hello".startswith(got_body) or not got_body, got_body)
 
-    async def test_a_head_with_bare_lf_lines_is_read(self) -> None:
+    def test_a_head_with_bare_lf_lines_is_read(self) -> None:
         wire = HEAD.replace(b"\r\n", b"\n") + b"5\r\nhello\r\n0\r\n\r\n"
         self.assertEqual(through_client([wire]), h11_alone(wire, [wire]))
 
-    async def test_a_content_length_body_is_h11s(self) -> None:
+    def test_a_content_length_body_is_h11s(self) -> None:
         wire = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
         for pieces in splits(wire):
             self.assertEqual(through_client(pieces), (b"hello", "end"))
 
-    async def test_100_continue_then_the_answer(self) -> None:
+    def test_100_continue_then_the_answer(self) -> None:
         wire = b"HTTP/1.1 100 Continue\r\n\r\n" + HEAD + b"5\r\nhello\r\n0\r\n\r\n"
         for pieces in splits(wire):
             self.assertEqual(through_client(pieces), (b"hello", "end"))

