@@ -127,10 +127,20 @@ def start_workers(stack: Stack, args: argparse.Namespace, scaler_url: str) -> No
                     str(args.load_time),
                 ],
             )
+        # One worker keeps the side listeners' defaults (WORKER_PORT + 1 and + 2);
+        # several would collide with each other's ports, so each gets free ones.
+        side: dict[str, str] = {}
+        if args.workers > 1 or not args.worker_port:
+            side = {"WORKER_HTTP_PORT": str(free_port()), "PYWORKER_METRICS_PORT": str(free_port())}
+        metrics_port = side.get("PYWORKER_METRICS_PORT", str(worker_port + 2))
+        print(
+            f"worker {i + 1}             http://127.0.0.1:{worker_port}  (metrics http://127.0.0.1:{metrics_port}/metrics)"
+        )
         stack.start(
             f"worker-{i}",
             ["-m", "pyworker", args.module],
             {
+                **side,
                 "WORKER_PORT": str(worker_port),
                 "WORKER_HOST": "127.0.0.1",
                 "MODEL_SERVER_URL": model_url,
