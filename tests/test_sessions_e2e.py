@@ -371,7 +371,8 @@ class ReadinessWithoutALogLine(unittest.TestCase):
             )
             loadtime = [h["loadtime"] for h in history if h["loadtime"]]
             self.assertEqual(len(loadtime), 1)
-            self.assertGreater(loadtime[0], 4.0, "ready only after the model listened and answered healthy")
+            # The model listens after 3 s and is healthy 1 s later; the worker started a little after it.
+            self.assertGreater(loadtime[0], 3.5, "ready only after the model listened and answered healthy")
             self.assertEqual(post_json(stack.worker.port, "/generate", generate(stack.autoscaler.route(), ...))[0], 200)
 
 
