@@ -428,6 +428,8 @@ class Stack:
             "WORKER_PORT": str(port),
             "WORKER_HOST": "127.0.0.1",
             "WORKER_HTTP_PORT": str(free_port()),
+            # Not WORKER_PORT + 2: free_port() may have given that port to another subject.
+            "PYWORKER_METRICS_PORT": "off",
             "MODEL_SERVER_URL": f"http://127.0.0.1:{model_port}",
             "BENCH_MODEL_PORT": str(model_port),
             "MODEL_LOG": str(log),
