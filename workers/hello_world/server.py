@@ -1,7 +1,8 @@
 """The hello_world worker: `/generate`, `/generate_stream`, `/ping`, `/healthcheck`.
 
-Run with `python -m pyworker workers.hello_world` (MODEL_LOG must name the
-model server's log file; MODEL_SERVER_URL overrides the address below).
+Run with `python -m pyworker workers.hello_world` (MODEL_LOG names the
+model server's log file, or, unset, readiness is `/healthcheck` answering
+healthy; MODEL_SERVER_URL overrides the address below).
 """
 
 from __future__ import annotations
