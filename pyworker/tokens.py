@@ -26,19 +26,17 @@ import os
 import re
 import threading
 import unicodedata
-from collections.abc import Iterable
-from pathlib import Path
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from .bpe import ByteLevelBPE
+from .bpe import DATA_DIR, ByteLevelBPE
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
 
+T = TypeVar("T")
+
 TOKENIZER_ENV = "PYWORKER_TOKENIZER"
-# Files shipped in the package (plain files: pyworker is installed or vendored
-# unzipped; importlib.resources would cost the idle worker 2 MB to import).
-DATA_DIR = Path(__file__).resolve().parent / "data"
 # Distinct pre-tokens remembered; past this the cache starts afresh.
 MAX_CACHE_ENTRIES = 100_000
 # Below this many unseen pre-tokens a batch call costs more than it saves.
@@ -111,6 +109,26 @@ def _unicode_split() -> re.Pattern[str]:
     )
 
 
+class _Once(Generic[T]):
+    """A value made on first use, once whatever the threads, under a lock of its own."""
+
+    __slots__ = ("_make", "_lock", "value")
+
+    def __init__(self, make: Callable[[], T], value: T | None = None) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self.value = value  # None until made
+
+    def get(self) -> T:
+        value = self.value
+        if value is None:
+            with self._lock:
+                value = self.value
+                if value is None:
+                    value = self.value = self._make()
+        return value
+
+
 class TokenCounter:
     """Counts the tokens `tokenizer` makes of a text, exactly, with a cache.
 
@@ -123,11 +141,13 @@ class TokenCounter:
         """Count with `tokenizer`, or with `bpe` (then `tokenizer` is loaded only when needed)."""
         if tokenizer is None and bpe is None:
             raise ValueError("a TokenCounter needs a tokenizer or a ByteLevelBPE")
-        self._tok = tokenizer
+        # Made on first use, each under a lock of its own: counting holds
+        # `_lock` and may need either (a huge pre-token, a non-ASCII text).
+        self._tokenizer: _Once[Tokenizer] = _Once(_gpt2_tokenizer, tokenizer)
         self._bpe = bpe
         self._cache: dict[str, int] = {}
         self._lead: dict[str, int] = {}
-        self._unicode_split: re.Pattern[str] | None = None
+        self._unicode: _Once[re.Pattern[str]] = _Once(_unicode_split)
         self._lock = threading.Lock()
         # True when counts may be cached per pre-token and stay exact.
         self.exact_cache = bpe is not None or (tokenizer is not None and self._is_plain_byte_level(tokenizer))
@@ -135,13 +155,7 @@ class TokenCounter:
     @property
     def tokenizer(self) -> Tokenizer:
         """The `tokenizers` tokenizer; for the shipped GPT-2 counter, built on first use."""
-        tok = self._tok
-        if tok is None:
-            with self._lock:
-                tok = self._tok
-                if tok is None:
-                    tok = self._tok = _gpt2_tokenizer()
-        return tok
+        return self._tokenizer.get()
 
     @staticmethod
     def _is_plain_byte_level(tokenizer: Tokenizer) -> bool:
@@ -216,8 +230,8 @@ class TokenCounter:
         so that such a text, when it comes, does not wait for it, and after
         a delay so that it does not share the GIL with the first requests.
         """
-        if self.exact_cache and self._unicode_split is None:
-            timer = threading.Timer(delay_s, self._unicode_pattern)
+        if self.exact_cache and self._unicode.value is None:
+            timer = threading.Timer(delay_s, self._unicode.get)
             timer.name = "pyworker-unicode-tables"
             timer.daemon = True
             timer.start()
@@ -232,13 +246,7 @@ class TokenCounter:
         return self._unicode_pattern().findall(text)
 
     def _unicode_pattern(self) -> re.Pattern[str]:
-        pattern = self._unicode_split
-        if pattern is None:
-            with self._lock:
-                pattern = self._unicode_split
-                if pattern is None:
-                    pattern = self._unicode_split = _unicode_split()
-        return pattern
+        return self._unicode.get()
 
     def _fill(self, pieces: Iterable[str]) -> None:
         cache = self._cache

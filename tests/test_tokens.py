@@ -7,6 +7,7 @@ import os
 import random
 import sys
 import tempfile
+import threading
 import time
 import unicodedata
 import unittest
@@ -163,14 +164,33 @@ class MergeTable(unittest.TestCase):
 
         long_word = "ab" * MAX_BPE_BYTES
         counter = TokenCounter.gpt2()
-        self.assertIsNone(counter._tok, "tokenizers is loaded only when needed")
+        self.assertIsNone(counter._tokenizer.value, "tokenizers is loaded only when needed")
         self.assertEqual(counter.count(long_word), self.encode(long_word))
-        self.assertIsNotNone(counter._tok)
+        self.assertIsNotNone(counter._tokenizer.value)
+
+    def test_a_long_pre_token_counted_under_the_counters_lock_does_not_deadlock(self) -> None:
+        # What `_count_by_spaces` does when another thread cleared the cache meanwhile:
+        # `_get` under `_lock`, for a part long enough to need tokenizers.
+        from pyworker.bpe import MAX_BPE_BYTES
+
+        counter = TokenCounter.gpt2()
+        long_word = " " + "ab" * MAX_BPE_BYTES
+        got: list[int] = []
+
+        def count_under_the_lock() -> None:
+            with counter._lock:
+                got.append(counter._get(long_word))
+
+        worker = threading.Thread(target=count_under_the_lock, daemon=True)
+        worker.start()
+        worker.join(30)
+        self.assertFalse(worker.is_alive(), "deadlocked on the counter's own lock")
+        self.assertEqual(got, [self.encode(long_word)])
 
     def test_the_shipped_table_is_built_from_vocab_bpe(self) -> None:
-        from pyworker.bpe import MERGE_TABLE, build_merge_table
+        from pyworker.bpe import DATA_DIR, MERGE_TABLE, build_merge_table
 
-        vocab = (tokens.DATA_DIR / "vocab.bpe").read_text(encoding="utf-8")
+        vocab = (DATA_DIR / "vocab.bpe").read_text(encoding="utf-8")
         self.assertEqual(MERGE_TABLE.read_bytes(), build_merge_table(vocab), "run scripts/make_merge_table.py")
 
 
@@ -184,12 +204,12 @@ class UnicodeTables(unittest.TestCase):
 
     def test_the_default_counter_builds_them_in_the_background(self) -> None:
         counter = TokenCounter.gpt2()
-        self.assertIsNone(counter._unicode_split, "not built by loading")
+        self.assertIsNone(counter._unicode.value, "not built by loading")
         counter.prepare_unicode_in_background()
         wait = time.monotonic() + 30
-        while counter._unicode_split is None and time.monotonic() < wait:
+        while counter._unicode.value is None and time.monotonic() < wait:
             time.sleep(0.01)
-        self.assertIsNotNone(counter._unicode_split)
+        self.assertIsNotNone(counter._unicode.value)
         self.assertEqual(counter.count("héllo wörld"), counter.encode_count("héllo wörld"))
 
 
