@@ -24,6 +24,8 @@ from bisect import bisect_left
 from collections.abc import Callable
 from pathlib import Path
 
+# Files shipped in the package (plain files: pyworker is installed or vendored
+# unzipped; importlib.resources would cost the idle worker 2 MB to import).
 DATA_DIR = Path(__file__).resolve().parent / "data"
 MERGE_TABLE = DATA_DIR / "gpt2-merges.bin"
 ID_BITS = 17  # symbol ids stay below 2**17 (256 + 50,000 merges)

@@ -183,15 +183,12 @@ class RequestTracker:
         self.outcome = outcome
         m = self._metrics
         m.totals[outcome] += 1
+        now = time.time()
         t = m.telemetry
         t.requests[(self.route, outcome.name.lower())] += 1
         if self._admitted:
             t.in_flight -= 1
-        if outcome is Outcome.SUCCESS:
-            t.workload["served"] += self.workload
-        elif outcome is Outcome.REJECTED:
-            t.workload["rejected"] += self.workload
-        t.latency.observe(max(0.0, time.time() - self.entered_at), route=self.route)
+        t.latency.observe(max(0.0, now - self.entered_at), route=self.route)
         if outcome is not Outcome.REJECTED and not self.in_session:
             left = m.working.get(self.request_idx, 0.0) - self.workload
             if left > 1e-9:
@@ -200,8 +197,10 @@ class RequestTracker:
                 m.working.pop(self.request_idx, None)
         if outcome is Outcome.SUCCESS:
             m.cur_perf_load += self.workload
+            t.workload["served"] += self.workload
         elif outcome is Outcome.REJECTED:
             m.rej_load += self.workload
+            t.workload["rejected"] += self.workload
         elif outcome is Outcome.CANCELLED:
             m.new_load -= self.workload
         if self.in_session:
@@ -213,6 +212,6 @@ class RequestTracker:
                 status=outcome.value,
                 entered_queue_at=self.entered_at,
                 work_started_at=self.started_at,
-                work_completed_at=time.time(),
+                work_completed_at=now,
             )
         )

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from functools import lru_cache
 from typing import overload
 
-from .tokens import DATA_DIR
+from .bpe import DATA_DIR
 
 
 class WordList(Sequence[str]):

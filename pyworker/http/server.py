@@ -140,6 +140,11 @@ class _Exchange:
         self.first_body_at: float | None = None
         self.bytes_out = 0  # body bytes of the response given to the transport
 
+    def take_pending_head(self) -> bytes:
+        """The held stream head (empty once it went out); it goes out with what is written next."""
+        head, self.pending_head = self.pending_head, b""
+        return head
+
 
 class HTTPServerProtocol(asyncio.Protocol):
     """One client connection."""
@@ -414,7 +419,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._loop.call_soon(self._flush_head, ex)
 
     def _flush_head(self, ex: _Exchange) -> None:
-        head, ex.pending_head = ex.pending_head, b""
+        head = ex.take_pending_head()
         if head and self.phase is not Phase.CLOSED:
             self._write(head)
 
@@ -426,9 +431,9 @@ class HTTPServerProtocol(asyncio.Protocol):
         pieces = self._conn.send_with_data_passthrough(h11.Data(data=data))
         assert pieces is not None
         ex = self._ex
-        if ex.pending_head:
-            pieces.insert(0, ex.pending_head)
-            ex.pending_head = b""
+        head = ex.take_pending_head()
+        if head:
+            pieces.insert(0, head)
         if ex.first_body_at is None:
             ex.first_body_at = time.monotonic()
         ex.bytes_out += len(data)
@@ -447,11 +452,7 @@ class HTTPServerProtocol(asyncio.Protocol):
             raise ClientDisconnected("client disconnected")
         end = self._conn.send(h11.EndOfMessage())
         assert end is not None
-        ex = self._ex
-        if ex.pending_head:
-            end = ex.pending_head + end
-            ex.pending_head = b""
-        self._write(end)
+        self._write(self._ex.take_pending_head() + end)
 
     # -- connection lifecycle ----------------------------------------------
 
