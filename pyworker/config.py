@@ -13,6 +13,7 @@ from typing import TypeVar
 
 from .http import ClientLimits, ServerLimits
 from .http.json_checks import MAX_JSON_DEPTH
+from .logs import LOG_FORMATS
 from .sessions import DEFAULT_MAX_SESSIONS
 
 
@@ -218,7 +219,7 @@ class WorkerConfig:
 
 def _log_format(env: Mapping[str, str]) -> str:
     value = (env_str(env, "PYWORKER_LOG_FORMAT", "text") or "text").strip().lower()
-    if value not in ("text", "json"):
+    if value not in LOG_FORMATS:
         raise ConfigError(f"PYWORKER_LOG_FORMAT is text or json, not {value!r}")
     return value
 

@@ -21,22 +21,29 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 LOG_FORMATS = ("text", "json")
 
 
+# JSON lines' time: UTC, to the millisecond (the "Z" and milliseconds follow).
+JSON_TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
+
+
+def json_line(stamp: str, level: str, logger: str, message: str, fields: Any = None, exception: str = "") -> str:
+    """One JSON log line: time, level, logger, message, an access line's fields, and any traceback."""
+    entry: dict[str, Any] = {"time": stamp, "level": level, "logger": logger, "message": message}
+    if isinstance(fields, dict):
+        entry.update(fields)
+    if exception:
+        entry["exception"] = exception
+    return json.dumps(entry, separators=(",", ":"), default=str)
+
+
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line: time, level, logger, message, an access line's fields, and any traceback."""
+    """Log records as `json_line`s."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
-            "level": record.levelname,
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        fields = getattr(record, "fields", None)
-        if isinstance(fields, dict):
-            entry.update(fields)
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, separators=(",", ":"), default=str)
+        stamp = time.strftime(JSON_TIME_FORMAT, time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        exception = self.formatException(record.exc_info) if record.exc_info else ""
+        return json_line(
+            stamp, record.levelname, record.name, record.getMessage(), getattr(record, "fields", None), exception
+        )
 
 
 class AccessWriter:
@@ -58,23 +65,25 @@ class AccessWriter:
         atexit.register(self.flush)
 
     def _time(self, now: float) -> str:
+        """`now` as the formatters write it (logging's own formats for text)."""
         second = int(now)
         if second != self._second:
             self._second = second
             if self.json:
-                self._stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+                self._stamp = time.strftime(JSON_TIME_FORMAT, time.gmtime(second))
             else:
-                self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+                self._stamp = time.strftime(logging.Formatter.default_time_format, time.localtime(second))
         ms = int((now - second) * 1000)
-        return f"{self._stamp}.{ms:03d}Z" if self.json else f"{self._stamp},{ms:03d}"
+        if self.json:
+            return f"{self._stamp}.{ms:03d}Z"
+        return f"{self._stamp},{ms:03d}"  # logging's default_msec_format
 
     def write(self, message: str, fields: dict[str, Any]) -> None:
         stamp = self._time(time.time())
         if self.json:
-            entry = {"time": stamp, "level": "INFO", "logger": access_log.name, "message": message, **fields}
-            line = json.dumps(entry, separators=(",", ":"), default=str)
+            line = json_line(stamp, "INFO", access_log.name, message, fields)
         else:
-            line = f"{stamp} INFO {access_log.name}: {message}"
+            line = TEXT_FORMAT % {"asctime": stamp, "levelname": "INFO", "name": access_log.name, "message": message}
         pending = self._pending
         pending.append(line)
         if len(pending) == 1:
