@@ -48,10 +48,8 @@ class ChunkScanner:
         return not self._left and not self._crlf
 
     def feed(self, data: bytes) -> None:
-        if self.handoff is not None:
-            self.handoff += data
-        else:
-            self._buf += data
+        """Bytes that follow; once `handoff` is set they are h11's, not the scanner's."""
+        self._buf += data
 
     def take(self) -> bytes:
         """The data decoded from what was fed so far (maybe empty)."""
