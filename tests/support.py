@@ -22,6 +22,28 @@ from pyworker.dev.ports import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The fields of a /worker_status/ report (PROTOCOL.md § Reports), "recieved" as on the wire.
+STATUS_FIELDS = (
+    "id",
+    "mtoken",
+    "version",
+    "loadtime",
+    "cur_load",
+    "new_load",
+    "rej_load",
+    "cur_perf",
+    "max_perf",
+    "error_msg",
+    "num_requests_working",
+    "num_requests_recieved",
+    "working_request_idxs",
+    "additional_disk_usage",
+    "disk_usage",
+    "cur_capacity",
+    "max_capacity",
+    "url",
+)
+
 AUTH = {"cost": "1", "endpoint": "test", "reqnum": 1, "request_idx": 1, "signature": "x", "url": "http://w"}
 
 

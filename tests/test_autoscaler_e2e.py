@@ -17,7 +17,15 @@ import unittest
 from typing import Any
 
 from pyworker.dev.ports import free_port
-from tests.support import AutoscalerProcess, ModelProcess, WorkerProcess, post_json, reporting_stack, wait_for
+from tests.support import (
+    STATUS_FIELDS,
+    AutoscalerProcess,
+    ModelProcess,
+    WorkerProcess,
+    post_json,
+    reporting_stack,
+    wait_for,
+)
 
 WORKER_ID = 41
 
@@ -76,21 +84,7 @@ class Lifecycle(Stack):
         status = self.status() or {}
         self.assertEqual(status["url"], f"http://127.0.0.1:{self.worker.port}")
         self.assertEqual(status["error_msg"], "")
-        for key in (
-            "cur_load",
-            "new_load",
-            "rej_load",
-            "cur_perf",
-            "num_requests_working",
-            "num_requests_recieved",
-            "working_request_idxs",
-            "additional_disk_usage",
-            "disk_usage",
-            "cur_capacity",
-            "max_capacity",
-            "mtoken",
-            "version",
-        ):
+        for key in STATUS_FIELDS:
             self.assertIn(key, status)
 
     def test_signed_requests_served_once_each_in_the_records(self) -> None:

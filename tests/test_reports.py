@@ -12,6 +12,7 @@ from pyworker.http import HTTPServer, Request, Response, json_response, post
 from pyworker.metrics import MAX_FINISHED_RECORDS, Metrics, Outcome
 from pyworker.reports import Autoscaler, Identity, Reporter
 from pyworker.status import Phase, WorkerStatus
+from tests.support import STATUS_FIELDS
 
 
 class Recorder:
@@ -81,26 +82,7 @@ class StatusReports(ReportCase):
         body = self.recorder.status_bodies[-1]
         self.assertEqual(
             set(body),
-            {
-                "id",
-                "mtoken",
-                "version",
-                "loadtime",
-                "cur_load",
-                "new_load",
-                "rej_load",
-                "cur_perf",
-                "max_perf",
-                "error_msg",
-                "num_requests_working",
-                "num_requests_recieved",
-                "working_request_idxs",
-                "additional_disk_usage",
-                "disk_usage",
-                "cur_capacity",
-                "max_capacity",
-                "url",
-            },
+            set(STATUS_FIELDS),
         )
         self.assertEqual((body["id"], body["mtoken"], body["url"]), (12, "secret", "http://1.2.3.4:5678"))
         self.assertEqual((body["new_load"], body["rej_load"], body["cur_perf"]), (17, 5, 10))
