@@ -3,12 +3,11 @@ close callbacks, the worker checks signatures and reports (PROTOCOL.md § Sessio
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
-import os
 import re
 import socket
-import tempfile
 import threading
 import time
 import unittest
@@ -31,7 +30,6 @@ def generate(auth: dict[str, Any], session_id: Any, prompt: str = "in a session"
 
 
 class SessionStack(unittest.TestCase):
-    tmp: tempfile.TemporaryDirectory[str]
     autoscaler: AutoscalerProcess
     model: ModelProcess
     worker: WorkerProcess
@@ -39,22 +37,20 @@ class SessionStack(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.tmp = tempfile.TemporaryDirectory()
-        cls.autoscaler = AutoscalerProcess(os.path.join(cls.tmp.name, "key.json"))
-        # 5 ms a token: a request's length is set by its max_response_tokens.
-        cls.model = ModelProcess("--token-delay", str(TOKEN_DELAY_S))
-        port = free_port()
+        processes = contextlib.ExitStack()
+        cls.addClassCleanup(processes.close)  # also when the setup fails halfway
         cls.end_port = free_port()
-        env = WorkerProcess.reporting_to(cls.autoscaler, WORKER_ID, cls.tmp.name, port)
-        env.update(PYWORKER_MAX_SESSIONS=str(MAX_SESSIONS), WORKER_HTTP_PORT=str(cls.end_port))
-        cls.worker = WorkerProcess("workers.hello_world", cls.model.url, cls.model.log, env, port=port)
+        stack = processes.enter_context(
+            reporting_stack(
+                WORKER_ID,
+                # 5 ms a token: a request's length is set by its max_response_tokens.
+                "--token-delay",
+                str(TOKEN_DELAY_S),
+                env={"PYWORKER_MAX_SESSIONS": str(MAX_SESSIONS), "WORKER_HTTP_PORT": str(cls.end_port)},
+            )
+        )
+        cls.autoscaler, cls.model, cls.worker = stack.autoscaler, stack.model, stack.worker
         wait_for(lambda: (cls.autoscaler.worker(WORKER_ID) or {}).get("ready"), 60, "the worker to be ready")
-
-    @classmethod
-    def tearDownClass(cls) -> None:
-        for child in (cls.worker, cls.model, cls.autoscaler):
-            child.stop()
-        cls.tmp.cleanup()
 
     # -- helpers ------------------------------------------------------------------
 
