@@ -27,7 +27,7 @@ import re
 import threading
 import unicodedata
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeVar
 
 from .bpe import DATA_DIR, ByteLevelBPE
 
@@ -195,27 +195,25 @@ class TokenCounter:
         counter = cls(None, ByteLevelBPE.gpt2(long_piece))
         return counter
 
-    _default: TokenCounter | None = None
-    _default_lock = threading.Lock()
+    # The process-wide counter, made by `_load_default` on first use.
+    _default: ClassVar[_Once[TokenCounter]]
 
     @classmethod
     def default(cls) -> TokenCounter:
         """The process-wide counter: `PYWORKER_TOKENIZER`'s file, else GPT-2. Loaded once."""
-        counter = cls._default
-        if counter is None:
-            with cls._default_lock:
-                counter = cls._default
-                if counter is None:
-                    path = os.environ.get(TOKENIZER_ENV)
-                    if path:
-                        if not os.path.isfile(path):
-                            raise FileNotFoundError(f"{TOKENIZER_ENV}={path}: no such file")
-                        counter = cls.from_file(path)
-                    else:
-                        counter = cls.gpt2()
-                    counter.warm_up()
-                    cls._default = counter
-                    counter.prepare_unicode_in_background(UNICODE_TABLES_DELAY_S)
+        return cls._default.get()
+
+    @classmethod
+    def _load_default(cls) -> TokenCounter:
+        path = os.environ.get(TOKENIZER_ENV)
+        if path:
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"{TOKENIZER_ENV}={path}: no such file")
+            counter = cls.from_file(path)
+        else:
+            counter = cls.gpt2()
+        counter.warm_up()
+        counter.prepare_unicode_in_background(UNICODE_TABLES_DELAY_S)
         return counter
 
     def warm_up(self) -> None:
@@ -361,6 +359,9 @@ class TokenCounter:
                 if key.startswith(" "):
                     lead[key[1:]] = self._get(key)
         return (self._get(first) if first else 0) + sum(self._get(" " + part) for part in rest)
+
+
+TokenCounter._default = _Once(TokenCounter._load_default)
 
 
 def _gpt2_tokenizer() -> Tokenizer:

@@ -247,18 +247,18 @@ class OwnTokenizer(unittest.TestCase):
         with tempfile.TemporaryDirectory() as tmp:
             path = os.path.join(tmp, "tokenizer.json")
             own.save(path)
-            old, TokenCounter._default = TokenCounter._default, None
+            old, TokenCounter._default.value = TokenCounter._default.value, None
             try:
                 with mock.patch.dict(os.environ, {TOKENIZER_ENV: path}):
                     counted = count_tokens(text)
             finally:
-                TokenCounter._default = old
+                TokenCounter._default.value = old
         self.assertEqual(counted, len(own.encode(text, add_special_tokens=False).ids))
         self.assertEqual(counted, 4)
         self.assertNotEqual(counted, gpt2)
 
     def test_missing_tokenizer_file_is_named(self) -> None:
-        old, TokenCounter._default = TokenCounter._default, None
+        old, TokenCounter._default.value = TokenCounter._default.value, None
         os.environ[TOKENIZER_ENV] = "/nonexistent/tokenizer.json"
         try:
             with self.assertRaises(FileNotFoundError) as ctx:
@@ -266,7 +266,7 @@ class OwnTokenizer(unittest.TestCase):
             self.assertIn(TOKENIZER_ENV, str(ctx.exception))
         finally:
             del os.environ[TOKENIZER_ENV]
-            TokenCounter._default = old
+            TokenCounter._default.value = old
 
 
 class WordList(unittest.TestCase):
