@@ -96,15 +96,12 @@ class LoadTest:
 
     async def _route(self, cost: float) -> dict[str, Any] | str:
         """The autoscaler's signed answer for a request of workload `cost`, or the error's kind."""
-        body = json.dumps({"endpoint": self.endpoint_group, "api_key": self.api_key, "cost": cost}).encode()
+        body = {"endpoint": self.endpoint_group, "api_key": self.api_key, "cost": cost}
         self.stats.routing += 1
         try:
-            async with await self._autoscaler.request(
-                "POST", "/route/", body=body, content_type="application/json"
-            ) as res:
-                answer = await res.read(1024 * 1024)
-                if res.status != 200:
-                    return f"route error {res.status}"
+            status, answer = await _post_json(self._autoscaler, "/route/", body)
+            if status != 200:
+                return f"route error {status}"
         except UpstreamTimeout:
             return "route timeout"
         except UpstreamError:
@@ -195,7 +192,7 @@ class LoadTest:
         url = str(auth["url"]).rstrip("/")
         create = {"auth_data": auth, "payload": {"lifetime": self.session_lifetime_s}, "session_id": None}
         try:
-            status, answer = await self._post_json(url, "/session/create", create)
+            status, answer = await self._session_call(url, "/session/create", create)
         except UpstreamError:
             return "session create connection error"
         session_id = answer.get("session_id") if isinstance(answer, dict) else None
@@ -211,7 +208,7 @@ class LoadTest:
         group.ended = True
         url, auth, session_id = opened
         try:
-            status, _ = await self._post_json(url, "/session/end", {"session_id": session_id, "session_auth": auth})
+            status, _ = await self._session_call(url, "/session/end", {"session_id": session_id, "session_auth": auth})
         except UpstreamError:
             self.stats.session_end_errors["connection error"] += 1
             return
@@ -220,15 +217,13 @@ class LoadTest:
             return
         self.stats.sessions_ended += 1
 
-    async def _post_json(self, url: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
-        pool = self._worker_pool(url)
-        data = json.dumps(body).encode()
-        async with await pool.request("POST", path, body=data, content_type="application/json") as res:
-            raw = await res.read(1024 * 1024)
-            try:
-                return res.status, json.loads(raw) if raw else None
-            except ValueError:
-                return res.status, None
+    async def _session_call(self, url: str, path: str, body: dict[str, Any]) -> tuple[int, Any]:
+        """POST to a worker's session route: (status, the answer's JSON, None if it is not JSON)."""
+        status, raw = await _post_json(self._worker_pool(url), path, body)
+        try:
+            return status, json.loads(raw) if raw else None
+        except ValueError:
+            return status, None
 
     async def run(self, stop: asyncio.Event, drain_timeout_s: float = 30.0, view: LiveView | None = None) -> Stats:
         """Send every request on schedule (until `stop`), then wait for the ones in flight."""
@@ -294,6 +289,13 @@ class LoadTest:
         while True:
             view.draw()
             await asyncio.sleep(view.interval_s)
+
+
+async def _post_json(pool: ConnectionPool, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    """POST `body` as JSON: the status and the answer (1 MiB at most)."""
+    data = json.dumps(body).encode()
+    async with await pool.request("POST", path, body=data, content_type="application/json") as res:
+        return res.status, await res.read(1024 * 1024)
 
 
 def _payload_factory(source: ApiPayload | PayloadFactory | type[ApiPayload]) -> PayloadFactory:
