@@ -490,9 +490,16 @@ class WorkerPair:
     """A worker in front of each model (the fast one restartable), pinned to core 1."""
 
     def __init__(
-        self, stack: Stack, name: str, command: list[str], cwd_state: bool, env: dict[str, str] | None = None
+        self,
+        stack: Stack,
+        name: str,
+        command: list[str],
+        cwd_state: bool,
+        env: dict[str, str] | None = None,
+        cwd: Path = ROOT,
     ) -> None:
         self.stack = stack
+        self.cwd = cwd
         self.name = name
         self.extra_env = env or {}
         self.command = command
@@ -510,7 +517,7 @@ class WorkerPair:
     def _start(self, which: str, model: int) -> None:
         log, state = self._paths(which)
         env = {**self.stack.worker_env(self.ports[which], model, log, state), **self.extra_env}
-        self.procs[which] = self.stack.spawn(1, self.command, env, cwd=state if self.cwd_state else ROOT)
+        self.procs[which] = self.stack.spawn(1, self.command, env, cwd=state if self.cwd_state else self.cwd)
 
     def mark_loaded(self) -> None:
         for which in self.ports:
@@ -680,7 +687,7 @@ def compare(row: Row) -> str:
         if "nginx" in added and added["nginx"] > 0:
             parts.append(f"{added['pyworker'] / added['nginx']:.1f}x nginx's")
     else:
-        for peer in ("reference", "nginx"):
+        for peer in ("reference", "nginx", "baseline"):
             if peer in v and v[peer] > 0:
                 parts.append(f"{ours / v[peer]:.2f}x the {peer}'s")
     return "; ".join(parts)
@@ -695,6 +702,11 @@ def main() -> None:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument(
         "--access-log", action="store_true", help="also measure pyworker writing its access lines (pyw+log)"
+    )
+    parser.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="also measure the hello_world worker of another checkout (a git worktree of an older commit, say)",
     )
     args = parser.parse_args()
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
@@ -714,6 +726,9 @@ def main() -> None:
                 )
             )
         hello = [sys.executable, "-m", "pyworker", "workers.hello_world"]
+        if args.baseline:
+            baseline = str(Path(args.baseline).resolve())
+            workers.append(WorkerPair(stack, "baseline", hello, False, {"PYTHONPATH": baseline}, cwd=Path(baseline)))
         if args.access_log:
             # The same worker writing an access line a request (INFO), measured in the same rounds.
             workers.append(WorkerPair(stack, "pyw+log", hello, False, {"PYWORKER_LOG_LEVEL": "INFO"}))

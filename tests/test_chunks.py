@@ -1,5 +1,6 @@
-"""The chunked-body fast path against h11 alone: the same response bytes, split
-at every boundary, must give the same body, the same end, or both an error."""
+"""The client's body fast paths (plain chunks, Content-Length) against h11 alone:
+the same response bytes, split at every boundary, must give the same body,
+the same end (or both an error) and the same keep-alive decision."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from typing import Any
 
 import h11
 
-from pyworker.http.chunks import ChunkError, ChunkScanner
+from pyworker.http.chunks import ChunkError, ChunkScanner, LengthReader
 from pyworker.http.client import ClientLimits, UpstreamError, _ClientConnection
+from pyworker.http.wire import request_head
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
 
@@ -27,6 +29,28 @@ VALID_BODIES = [
     b"400\r\n" + b"x" * 1024 + b"\r\n0\r\n\r\n",
     b"3\r\n\r\n\r\r\n0\r\n\r\n",  # data that holds CR and LF
 ]
+# Whole responses whose bodies are not chunked: a length, none, or up to the close.
+OTHER_RESPONSES = [
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 204 No Content\r\n\r\n",
+    b"HTTP/1.1 304 Not Modified\r\ncontent-length: 5\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nconnection: keep-alive, close\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nConnection: Keep-Alive\r\n\r\nabc",
+    b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nabc",
+    b"HTTP/1.1 200 OK\r\n\r\nup to the close",
+    b"HTTP/1.1 404 Not Found\r\ncontent-length: 2\r\n\r\nno",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 600\r\n\r\n" + bytes(range(256)) * 2 + b"\r\n" * 44,
+    b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 3\r\n\r\nabc",  # h11 folds equal ones
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+    b"HTTP/1.2 200 OK\r\ncontent-length: 5\r\n\r\nhello",  # h11 takes any 1.x or later as 1.1
+]
+BROKEN_RESPONSES = [
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhel",  # closed short
+    b"HTTP/1.1 200 OK\r\ncontent-length: x\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ncontent-length: 6\r\n\r\nhello!",
+    b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n",  # closed in the head
+]
 INVALID_BODIES = [
     b"5\r\nhelloXX0\r\n\r\n",  # data not followed by CRLF
     b"5\r\nhello\rX0\r\n\r\n",
@@ -38,12 +62,14 @@ INVALID_BODIES = [
 ]
 
 
-def h11_alone(wire: bytes, pieces: list[bytes]) -> tuple[bytes, str]:
-    """Body and how it ended ("end", "error"), by h11 with nothing in front of it."""
+def h11_alone(wire: bytes, pieces: list[bytes], keep_alive: bool = False) -> tuple[Any, ...]:
+    """Body and how it ended ("end", "error"), by h11 with nothing in front of it;
+    with `keep_alive`, also whether h11 would use the connection again."""
     conn = h11.Connection(h11.CLIENT)
     conn.send(h11.Request(method="POST", target="/", headers=[("host", "m"), ("content-length", "0")]))
     conn.send(h11.EndOfMessage())
     body = b""
+    ended: tuple[Any, ...] = (body, "error")
     try:
         for piece in [*pieces, b""]:
             conn.receive_data(piece)
@@ -54,12 +80,20 @@ def h11_alone(wire: bytes, pieces: list[bytes]) -> tuple[bytes, str]:
                 if isinstance(event, h11.Data):
                     body += event.data
                 elif isinstance(event, h11.EndOfMessage):
-                    return body, "end"
+                    trailing, closed = conn.trailing_data
+                    reusable = not closed and not trailing
+                    try:
+                        conn.start_next_cycle()
+                    except h11.LocalProtocolError:
+                        reusable = False
+                    ended = (body, "end")
+                    return (*ended, reusable) if keep_alive else ended
                 elif isinstance(event, h11.ConnectionClosed):
-                    return body, "error"
+                    ended = (body, "error")
+                    return (*ended, False) if keep_alive else ended
     except h11.RemoteProtocolError:
-        return body, "error"
-    return body, "error"
+        ended = (body, "error")
+    return (*ended, False) if keep_alive else ended
 
 
 class _Transport(asyncio.Transport):
@@ -84,20 +118,21 @@ class _Transport(asyncio.Transport):
         pass
 
 
-def through_client(pieces: list[bytes]) -> tuple[bytes, str]:
-    """Body and end as the pool's connection reads them (head by h11, plain chunks by the scanner)."""
+def through_client(pieces: list[bytes], keep_alive: bool = False) -> tuple[Any, ...]:
+    """Body and end as the pool's connection reads them (head by h11, plain chunks
+    and lengths by chunks.py); with `keep_alive`, also whether it would be pooled."""
 
-    async def read() -> tuple[bytes, str]:  # the connection wants an event loop, never waits on it
-        return _read_through_client(pieces)
+    async def read() -> tuple[Any, ...]:  # the connection wants an event loop, never waits on it
+        ended = _read_through_client(pieces)
+        return ended if keep_alive else ended[:2]
 
     return asyncio.run(read())
 
 
-def _read_through_client(pieces: list[bytes]) -> tuple[bytes, str]:
+def _read_through_client(pieces: list[bytes]) -> tuple[bytes, str, bool]:
     conn = _ClientConnection(ClientLimits())
     conn.connection_made(_Transport())
-    head = h11.Request(method="POST", target="/", headers=[(b"host", b"m"), (b"content-length", b"0")])
-    conn.send(head, b"", 0)
+    conn.send(request_head("POST", "/", [("host", "m"), ("content-length", "0")]), b"POST", b"", 0)
     body = b""
     got_head = False
     try:
@@ -118,13 +153,14 @@ def _read_through_client(pieces: list[bytes]) -> tuple[bytes, str]:
                     assert got_head
                     body += event.data
                 elif isinstance(event, h11.EndOfMessage):
-                    assert conn.framing.their_state is h11.DONE, "h11 ended the message"
-                    return body, "end"
+                    if not isinstance(conn._body, LengthReader):
+                        assert conn.framing.their_state is h11.DONE, "h11 ended the message"
+                    return body, "end", conn.end_exchange()
                 else:
-                    return body, "error"
+                    return body, "error", False
     except UpstreamError:
-        return body, "error"
-    return body, "error"
+        return body, "error", False
+    return body, "error", False
 
 
 def splits(wire: bytes) -> list[list[bytes]]:
@@ -158,15 +194,56 @@ class Differential(unittest.TestCase):
         wire = HEAD.replace(b"\r\n", b"\n") + b"5\r\nhello\r\n0\r\n\r\n"
         self.assertEqual(through_client([wire]), h11_alone(wire, [wire]))
 
-    def test_a_content_length_body_is_h11s(self) -> None:
-        wire = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"
-        for pieces in splits(wire):
-            self.assertEqual(through_client(pieces), (b"hello", "end"))
+    def test_other_responses_give_what_h11_gives_and_the_same_keep_alive(self) -> None:
+        for wire in OTHER_RESPONSES + [HEAD + b"5\r\nhello\r\n0\r\n\r\n"]:
+            expected = h11_alone(wire, [wire], keep_alive=True)
+            self.assertEqual(expected[1], "end", wire)
+            for pieces in splits(wire):
+                with self.subTest(wire=wire[:60], pieces=len(pieces), first=len(pieces[0])):
+                    self.assertEqual(through_client(pieces, keep_alive=True), expected)
+
+    def test_broken_responses_fail_as_h11_fails(self) -> None:
+        for wire in BROKEN_RESPONSES:
+            self.assertEqual(h11_alone(wire, [wire])[1], "error", wire)
+            for pieces in splits(wire):
+                with self.subTest(wire=wire[:60], pieces=len(pieces), first=len(pieces[0])):
+                    self.assertEqual(through_client(pieces)[1], "error")
+
+    def test_bytes_after_a_body_keep_the_connection_out_of_the_pool(self) -> None:
+        extra = b"HTTP/1.1 200 OK\r\n"
+        for wire in (
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok" + extra,
+            HEAD + b"2\r\nok\r\n0\r\n\r\n" + extra,
+        ):
+            # Split anywhere before the extra bytes, which come with the body's end
+            # (later ones come to a pooled connection, which `received` rules out).
+            for k in range(1, len(wire) - len(extra)):
+                pieces = [wire[:k], wire[k:]]
+                with self.subTest(wire=wire[:60], first=k):
+                    self.assertEqual(through_client(pieces, keep_alive=True), (b"ok", "end", False))
 
     def test_100_continue_then_the_answer(self) -> None:
         wire = b"HTTP/1.1 100 Continue\r\n\r\n" + HEAD + b"5\r\nhello\r\n0\r\n\r\n"
         for pieces in splits(wire):
             self.assertEqual(through_client(pieces), (b"hello", "end"))
+
+
+class Length(unittest.TestCase):
+    def test_a_piece_that_fits_is_passed_on_without_a_copy(self) -> None:
+        reader = LengthReader(10)
+        piece = b"0123456789"
+        reader.feed(piece)
+        self.assertIs(reader.take(), piece)
+        self.assertTrue(reader.done)
+
+    def test_bytes_past_the_length_are_not_kept(self) -> None:
+        reader = LengthReader(3)
+        reader.feed(b"ab")
+        reader.feed(b"cdef")
+        self.assertEqual(reader.take(), b"abc")
+        self.assertTrue(reader.extra)
+        reader.feed(b"x" * 1000)
+        self.assertEqual(reader.take(), b"")
 
 
 class Scanner(unittest.TestCase):

@@ -61,7 +61,7 @@ def frame(data: bytes, split: int | None = None, parts: list[bytes] | None = Non
                     conn.receive_data(piece)
                     continue
                 if isinstance(event, h11.Request):
-                    framer.start_body(*check_head(event, MAX_BODY))
+                    framer.start_body(*check_head(event, MAX_BODY)[:2])
                 if not record(conn, event, events):
                     if isinstance(event, h11.EndOfMessage):
                         return events

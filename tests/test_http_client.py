@@ -6,6 +6,8 @@ import asyncio
 import unittest
 from collections.abc import Awaitable, Callable
 
+import h11
+
 from pyworker.dev.ports import free_port
 from pyworker.http import (
     ClientLimits,
@@ -14,6 +16,7 @@ from pyworker.http import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from pyworker.http.wire import request_head
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
@@ -255,6 +258,39 @@ class Failures(ClientCase):
     def test_only_http_urls_are_accepted(self) -> None:
         with self.assertRaises(ValueError):
             ConnectionPool("ftp://example")
+
+
+class RequestHead(unittest.TestCase):
+    """`request_head` writes what h11 would write, and refuses what h11 refuses to send."""
+
+    CASES = [
+        ("POST", "/generate", [("host", "m:5001"), ("content-type", "application/json"), ("content-length", "2")]),
+        ("GET", "/health?x=1", [("host", "m"), ("x-empty", "")]),
+        ("GET", "/", [("host", "m"), ("x-inner", "a  b\tc")]),
+        ("GET", "/", [("host", "m"), ("x-bad", "a\r\nx-injected: 1")]),
+        ("GET", "/", [("host", "m"), ("x-bad", "a\nb")]),
+        ("GET", "/", [("host", "m"), ("x-bad", "a\x00b")]),
+        ("GET", "/", [("host", "m"), ("x-bad", " leading")]),
+        ("GET", "/", [("host", "m"), ("bad name", "v")]),
+        ("GET", "/", [("host", "m"), ("bad:name", "v")]),
+        ("GET", "/a b", [("host", "m")]),
+        ("GE T", "/", [("host", "m")]),
+        ("GET", "/\x7f", [("host", "m")]),
+    ]
+
+    def test_same_bytes_as_h11_or_both_refuse(self) -> None:
+        for method, target, headers in self.CASES:
+            with self.subTest(method=method, target=target, headers=headers):
+                try:
+                    conn = h11.Connection(h11.CLIENT)
+                    expected: bytes | None = conn.send(h11.Request(method=method, target=target, headers=headers))
+                except h11.LocalProtocolError:
+                    expected = None
+                try:
+                    got: bytes | None = request_head(method, target, headers)
+                except ValueError:
+                    got = None
+                self.assertEqual(got, expected)
 
 
 if __name__ == "__main__":

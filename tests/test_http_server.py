@@ -6,7 +6,10 @@ import asyncio
 import json
 import unittest
 
+import h11
+
 from pyworker.http import ClientDisconnected, HTTPServer, Request, Response, ServerLimits, StreamResponse, get, post
+from pyworker.http.wire import REASONS, response_head
 from tests.support import post_bytes, read_response
 
 
@@ -180,6 +183,27 @@ class Framing(ServerCase):
         self.assertEqual(bodies, [b"echo:%d" % i for i in range(5)])
         writer.close()
 
+    async def test_plain_and_h11_requests_pipelined_on_one_connection(self) -> None:
+        reader, writer = await self.connect()
+        writer.write(
+            post_bytes("/echo", b"a")
+            + b"GET /stream HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n"
+            + b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\n\r\n"
+            + b"HEAD /stream HTTP/1.1\r\nHost: x\r\n\r\n"
+            + post_bytes("/echo", b"c")
+            + b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\nd"
+        )
+        self.assertEqual((await read_response(reader))[2], b"echo:a")
+        self.assertEqual((await read_response(reader))[2], b"data: 0\n\ndata: 1\n\ndata: 2\n\n")
+        self.assertEqual((await read_response(reader))[2], b"echo:b")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)  # HEAD: no body follows
+        self.assertTrue(head.startswith(b"HTTP/1.1 405"), head)  # routes answer HEAD only if they say so
+        self.assertEqual((await read_response(reader))[2], b"echo:c")
+        status, headers, body = await read_response(reader)
+        self.assertEqual((status, body, headers.get("connection")), (200, b"echo:d", "close"))
+        self.assertEqual(await asyncio.wait_for(reader.read(1), 5), b"")
+        writer.close()
+
     async def test_chunked_request_body_is_joined(self) -> None:
         raw = b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
         status, _, body, _ = await self.exchange(raw)
@@ -215,6 +239,67 @@ class Framing(ServerCase):
         self.assertEqual(headers["transfer-encoding"], "chunked")
         self.assertEqual(body, b"data: 0\n\ndata: 1\n\ndata: 2\n\n")
         writer.close()
+
+
+def h11_answer(status: int, headers: list[tuple[bytes, bytes]], body: bytes | None, stream: list[bytes]) -> bytes:
+    """What h11 writes for a response to a plain request: whole (`body`) or streamed."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n")
+    conn.next_event()
+    if body is not None:
+        headers = headers + [(b"content-length", b"%d" % len(body))]
+    out = conn.send(h11.Response(status_code=status, headers=headers, reason=REASONS.get(status, b""))) or b""
+    for piece in [body] if body else stream:
+        out += conn.send(h11.Data(data=piece)) or b""
+    return out + (conn.send(h11.EndOfMessage()) or b"")
+
+
+class WireAgainstH11(unittest.TestCase):
+    """The heads and chunks the server writes for plain requests are h11's, byte for byte."""
+
+    HEADERS = [
+        [],
+        [(b"content-type", b"application/json")],
+        [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache"), (b"x-empty", b"")],
+        [(b"x-inner-space", b"a b\tc"), (b"x-latin", b"caf\xe9")],
+    ]
+    REFUSED = [[(b"x-bad", b"a\r\nx-injected: 1")], [(b"x-bad", b"a\x00")], [(b"bad name", b"v")], [(b"x", b" v")]]
+
+    def test_whole_answers(self) -> None:
+        for status in (200, 201, 400, 404, 422, 429, 500, 502, 599):
+            for headers in self.HEADERS:
+                for body in (b"", b"{}", b"x" * 70000):
+                    with self.subTest(status=status, headers=headers, size=len(body)):
+                        head = response_head(status, headers, b"content-length: %d\r\n" % len(body))
+                        self.assertEqual(head + body if head else None, h11_answer(status, headers, body, []))
+
+    def test_streamed_answers(self) -> None:
+        pieces = [b"data: 1\n\n", b"x" * 5000, b"\r\n"]
+        for headers in self.HEADERS:
+            with self.subTest(headers=headers):
+                head = response_head(200, headers, b"Transfer-Encoding: chunked\r\n")
+                assert head is not None
+                ours = head + b"".join(b"%x\r\n" % len(p) + p + b"\r\n" for p in pieces) + b"0\r\n\r\n"
+                self.assertEqual(ours, h11_answer(200, headers, None, pieces))
+
+    def test_what_h11_refuses_is_refused(self) -> None:
+        for headers in self.REFUSED:
+            with self.subTest(headers=headers):
+                with self.assertRaises(h11.LocalProtocolError):
+                    h11_answer(200, headers, b"", [])
+                with self.assertRaises(ValueError):
+                    response_head(200, headers, b"content-length: 0\r\n")
+
+    def test_framing_headers_and_bodiless_statuses_are_left_to_h11(self) -> None:
+        for status, headers in [
+            (204, []),
+            (304, []),
+            (101, []),
+            (200, [(b"Content-Length", b"3")]),
+            (200, [(b"connection", b"close")]),
+            (200, [(b"transfer-encoding", b"chunked")]),
+        ]:
+            self.assertIsNone(response_head(status, headers, b"content-length: 0\r\n"))
 
 
 class SlowAndIdleClients(ServerCase):

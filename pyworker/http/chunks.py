@@ -1,6 +1,9 @@
-"""Chunked response bodies read without an h11 event per chunk.
+"""Response bodies read without an h11 event per piece.
 
-A model server that flushes many tokens at once sends many small chunks in
+`LengthReader` takes a Content-Length body: it only counts, so there is
+nothing for h11 to add once h11 has parsed the head that declared it.
+
+For chunked bodies: a model server that flushes many tokens at once sends many small chunks in
 one read; h11 turns each into an event, and the first event waits until the
 whole read is parsed. `ChunkScanner` takes the plain chunks (`HEX CRLF data
 CRLF`) itself and hands h11 everything else, always from a chunk boundary,
@@ -35,6 +38,9 @@ class ChunkScanner:
     """
 
     __slots__ = ("_buf", "_left", "_crlf", "handoff")
+
+    done = False  # the scanner never ends a body: h11 reads the last chunk
+    extra = False  # and whatever follows it
 
     def __init__(self) -> None:
         self._buf = bytearray()
@@ -95,4 +101,45 @@ class ChunkScanner:
             parts.clear()
             view.release()
         del buf[:pos]
+        return data
+
+
+class LengthReader:
+    """A Content-Length body: its bytes as they arrive, up to the declared length.
+
+    `take()` returns what has arrived (the received piece itself when it
+    fits, no copy); `done` once the whole length came. Bytes past the
+    length are not part of this message: `extra` is then set, and the
+    connection must not carry another exchange.
+    """
+
+    __slots__ = ("_parts", "left", "extra")
+
+    handoff = None  # h11 is never needed past the head
+
+    def __init__(self, length: int) -> None:
+        self._parts: list[bytes] = []
+        self.left = length
+        self.extra = False
+
+    @property
+    def done(self) -> bool:
+        return self.left <= 0
+
+    def feed(self, data: bytes) -> None:
+        if self.left <= 0:
+            self.extra = True  # nothing is kept past the body
+            return
+        self._parts.append(data)
+
+    def take(self) -> bytes:
+        parts = self._parts
+        if not parts:
+            return b""
+        data = parts[0] if len(parts) == 1 else b"".join(parts)
+        parts.clear()
+        if len(data) > self.left:
+            self.extra = True
+            data = data[: self.left]
+        self.left -= len(data)
         return data

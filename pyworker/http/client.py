@@ -1,9 +1,17 @@
 """HTTP/1.1 client to the model server, on h11, with a keep-alive pool.
 
-A connection goes back to the pool only when both sides of h11 reached DONE
-and the response was read to its end; after an error, a timeout or a
-cancellation it is closed. Idle pooled connections keep reading, so a model
-server that closes one is noticed before the connection is reused.
+Requests are written by `wire.request_head`: their parts come from the
+worker's own code and are checked as h11 would check them. h11 parses each response head
+and whatever is unusual in a body (chunk extensions, trailers, a body
+delimited by the close), with a fresh `h11.Connection` per exchange, which
+costs less than driving one through every event of both messages; plain
+chunks and Content-Length bodies are read by `chunks.py`.
+
+A connection goes back to the pool only when the response was read to its
+end with nothing after it and both sides keep the connection alive; after
+an error, a timeout or a cancellation it is closed. Idle pooled connections
+keep reading, so a model server that closes one is noticed before the
+connection is reused.
 """
 
 from __future__ import annotations
@@ -19,10 +27,11 @@ from urllib.parse import urlsplit
 
 import h11
 
-from .chunks import ChunkError, ChunkScanner
+from .chunks import ChunkError, ChunkScanner, LengthReader
 from .flow import FlowControl
 from .headers import get_header
 from .timers import Deadline
+from .wire import request_head
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
 
@@ -34,6 +43,31 @@ MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 
 # Request bodies over this size are sent in slices of it.
 SEND_SLICE_BYTES = 256 * 1024
+
+_EOM = h11.EndOfMessage()
+# One request event per method, sent to each exchange's fresh h11.Connection
+# so that it reads the response as the answer to that method.
+_REQUEST_EVENTS: dict[bytes, h11.Request] = {}
+
+
+def _response_parser(method: bytes) -> h11.Connection:
+    """An h11 client connection that has sent a `method` request and awaits its response."""
+    event = _REQUEST_EVENTS.get(method)
+    if event is None:
+        event = _REQUEST_EVENTS[method] = h11.Request(method=method, target=b"/", headers=[(b"host", b"upstream")])
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(event)
+    conn.send(_EOM)
+    return conn
+
+
+def _says_close(headers: Iterable[tuple[bytes, bytes]]) -> bool:
+    """True when a `Connection` header holds the token `close` (names are lower case from h11)."""
+    for name, value in headers:
+        if name == b"connection" and b"close" in (t.strip().lower() for t in value.split(b",")):
+            return True
+    return False
+
 
 # A request body: bytes, or text fragments sent UTF-8 encoded (as
 # `backend.json_fragments` makes them: no joined copy of a large body).
@@ -107,6 +141,7 @@ class _ClientConnection(asyncio.Protocol):
     def __init__(self, limits: ClientLimits) -> None:
         self._limits = limits
         self._loop = asyncio.get_running_loop()
+        # The current exchange's response parser (see `_response_parser`).
         self.framing = h11.Connection(h11.CLIENT)
         self.transport: asyncio.Transport | None = None
         self.flow: FlowControl | None = None
@@ -126,13 +161,18 @@ class _ClientConnection(asyncio.Protocol):
         self._timeout_s = limits.read_timeout_s
         # While a response head is awaited, what arrived is held here, and h11
         # is given exactly one head at a time: the body's bytes stay ours, so
-        # a chunked body can go through `_chunks` (see chunks.py).
+        # a plain chunked or Content-Length body goes through `_body` (chunks.py).
         self._awaiting_head = False
         self._held = bytearray()
-        self._chunks: ChunkScanner | None = None
+        self._body: ChunkScanner | LengthReader | None = None
         self._method = b""
         self._h11_closed = False
         self._maybe_chunked = False
+        # The response was read to its end; it lets the connection live on.
+        self.complete = False
+        self.keep_alive = False
+        # Between exchanges: the last one ended so that this one may carry another.
+        self._reusable = False
 
     # asyncio callbacks
 
@@ -141,8 +181,8 @@ class _ClientConnection(asyncio.Protocol):
         self.flow = FlowControl(self.transport)
 
     def data_received(self, data: bytes) -> None:
-        if self._chunks is not None:
-            self._chunks.feed(data)
+        if self._body is not None:
+            self._body.feed(data)
         elif self._awaiting_head:
             self._held += data
         else:
@@ -178,10 +218,10 @@ class _ClientConnection(asyncio.Protocol):
     # helpers
 
     def _feed_eof(self) -> None:
-        # Held bytes and a chunked body in progress meet the end in `poll_event`.
+        # Held bytes and a body in progress meet the end in `poll_event`.
         if not self._eof_fed:
             self._eof_fed = True
-            if self._chunks is None and not self._awaiting_head:
+            if self._body is None and not self._awaiting_head:
                 self._close_h11()
 
     def _close_h11(self) -> None:
@@ -200,56 +240,64 @@ class _ClientConnection(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_exception(UpstreamTimeout(f"model server sent nothing for {self._timeout_s:g} s"))
 
+    def end_exchange(self) -> bool:
+        """The exchange is over: True when the connection may carry another one."""
+        trailing, _closed = self.framing.trailing_data
+        self._reusable = (
+            self.complete
+            and self.keep_alive
+            and not trailing
+            and not (self._body is not None and self._body.extra)
+            and not self.lost
+            and not self._eof_fed
+        )
+        self.received = 0
+        return self._reusable
+
     def is_reusable(self) -> bool:
         """True when an idle pooled connection can carry another request."""
         return (
-            not self.lost
+            self._reusable
+            and not self.lost
             and not self._eof_fed
             and self.received == 0  # an idle connection must not have been sent anything
             and self.transport is not None
             and not self.transport.is_closing()
-            and self.framing.our_state is h11.IDLE
-            and self.framing.their_state is h11.IDLE
         )
 
-    def send(self, head: h11.Request, body: Body, size: int) -> bool:
-        """Send a request whole if its body (of `size` bytes) is small; False if it is large, for `send_large`."""
+    def send(self, head: bytes, method: bytes, body: Body, size: int) -> bool:
+        """Send a request (`head` from `request_head`, with its Content-Length) whole if
+        its body of `size` bytes is small; False if it is large, for `send_large`."""
         if self.lost or self.transport is None or self.transport.is_closing():
             raise ConnectionResetError("connection closed before the request was sent")
         self.received = 0
         self.last_activity = self._loop.time()
+        self.framing = _response_parser(method)
+        self._h11_closed = False
         self._awaiting_head = True
         self._held.clear()
-        self._chunks = None
-        self._method = head.method
-        framing = self.framing
+        self._body = None
+        self._method = method
+        self.complete = self.keep_alive = self._reusable = False
         transport = self.transport
-        out = framing.send(head)
         if size <= SEND_SLICE_BYTES:
             data = body if isinstance(body, bytes) else "".join(body).encode("utf-8")
-            if data:
-                out += framing.send(h11.Data(data=data))
-            transport.write(out + framing.send(h11.EndOfMessage()))
+            transport.write(head + data if data else head)
             return True
-        transport.write(out)
+        transport.write(head)
         return False
 
     async def send_large(self, body: Body) -> None:
         """Send the body of a request whose head `send` wrote, in slices, each once the socket takes more.
 
-        No copy of the whole body is made: h11 passes each slice through,
-        and asyncio buffers at most what the socket did not take.
+        No copy of the whole body is made: asyncio buffers at most what the
+        socket did not take.
         """
-        framing = self.framing
         transport = self.transport
         assert transport is not None and self.flow is not None
         for piece in _slices(body):
-            # h11 types `data` as bytes; a memoryview passes through it untouched.
-            pieces = framing.send_with_data_passthrough(h11.Data(data=cast(bytes, piece)))
-            assert pieces is not None
-            transport.writelines(pieces)
+            transport.write(piece)
             await self.flow.drain()
-        transport.write(framing.send(h11.EndOfMessage()))
 
     def poll_event(self) -> h11.Event | type[h11.PAUSED] | None:
         """The next event that can be made of what has arrived, or None if more is needed."""
@@ -263,11 +311,15 @@ class _ClientConnection(asyncio.Protocol):
                     self._need_data()
                     return None
                 self._give_h11_the_rest()  # closed before a whole head: h11 says what that is
-            if self._chunks is not None:
-                data = self._take_chunks()
+            body = self._body
+            if body is not None and not self.complete:
+                data = self._take_body(body)
                 if data:
                     return h11.Data(data=data)
-                if self._chunks is not None:
+                if body.done:
+                    self.complete = True
+                    return _EOM
+                if self._body is not None:
                     if self._eof_fed or self.lost:
                         raise UpstreamProtocolError("model server closed the connection mid-response")
                     self._need_data()
@@ -280,6 +332,8 @@ class _ClientConnection(asyncio.Protocol):
                 kind = type(event)
                 if kind is h11.Response:
                     self._body_after(cast(h11.Response, event))
+                elif kind is h11.EndOfMessage:
+                    self.complete = True
                 elif kind is h11.InformationalResponse:
                     self._awaiting_head = True  # the final head is still to come
                 return cast("h11.Event | type[h11.PAUSED]", event)
@@ -322,34 +376,36 @@ class _ClientConnection(asyncio.Protocol):
             self._close_h11()
 
     def _body_after(self, head: h11.Response) -> None:
-        """Route the body that follows `head`: plain chunks to the scanner, anything else to h11."""
+        """Route the body that follows `head`: plain chunks and a Content-Length body to
+        `chunks.py`, anything else (a body delimited by the close, say) to h11."""
         rest = bytes(self._held)
         self._held.clear()
-        chunked = (
-            self._maybe_chunked
-            and self._method != b"HEAD"
-            and head.status_code not in (204, 304)
-            and (get_header(head.headers, b"transfer-encoding") or b"").lower() == b"chunked"
-            and self.framing.their_state is h11.SEND_BODY
-        )
-        if chunked:
-            self._chunks = ChunkScanner()
-            self._chunks.feed(rest)
-        elif rest:
+        self.keep_alive = head.http_version >= b"1.1" and not _says_close(head.headers)  # as h11 decides
+        body: ChunkScanner | LengthReader | None = None
+        if self.framing.their_state is h11.SEND_BODY and self._method != b"HEAD" and head.status_code not in (204, 304):
+            if self._maybe_chunked and (get_header(head.headers, b"transfer-encoding") or b"").lower() == b"chunked":
+                body = ChunkScanner()
+            else:
+                length = get_header(head.headers, b"content-length")  # h11 checked it: digits
+                if length is not None and int(length) > 0:
+                    body = LengthReader(int(length))
+        if body is not None:
+            self._body = body
+            body.feed(rest)
+            return
+        if rest:
             self.framing.receive_data(rest)
-        if self._eof_fed and not chunked:
+        if self._eof_fed:
             self._close_h11()
 
-    def _take_chunks(self) -> bytes:
-        chunks = self._chunks
-        assert chunks is not None
+    def _take_body(self, body: ChunkScanner | LengthReader) -> bytes:
         try:
-            data = chunks.take()
+            data = body.take()
         except ChunkError as exc:
             raise UpstreamProtocolError(f"model server broke HTTP/1.1: {exc}") from None
-        if chunks.handoff is not None:
-            self._chunks = None
-            self.framing.receive_data(chunks.handoff)
+        if body.handoff is not None:
+            self._body = None
+            self.framing.receive_data(body.handoff)
             if self._eof_fed:
                 self._close_h11()
         return data
@@ -530,7 +586,7 @@ class ConnectionPool:
         if parts.scheme == "https":
             self.ssl = ssl_context or ssl.create_default_context()
         self.prefix = parts.path.rstrip("/")
-        self.host_header = parts.netloc.encode("ascii")
+        self.netloc = parts.netloc  # the Host header
         self.limits = limits or ClientLimits()
         self._idle: list[_ClientConnection] = []
         self._busy: set[_ClientConnection] = set()
@@ -569,13 +625,9 @@ class ConnectionPool:
     def release(self, conn: _ClientConnection) -> None:
         """Return a connection whose exchange finished; closed unless reusable."""
         self._busy.discard(conn)
-        state = conn.framing
-        if state.our_state is h11.DONE and state.their_state is h11.DONE and not conn.lost:
-            state.start_next_cycle()
-            conn.received = 0
-            if conn.is_reusable() and len(self._idle) < self.limits.max_idle_connections:
-                self._idle.append(conn)
-                return
+        if conn.end_exchange() and conn.is_reusable() and len(self._idle) < self.limits.max_idle_connections:
+            self._idle.append(conn)
+            return
         conn.close()
 
     async def request(
@@ -592,15 +644,14 @@ class ConnectionPool:
         (the server had closed it while idle) is sent again once on a fresh
         connection when it is idempotent or was never written.
         """
-        hdrs: list[tuple[bytes, bytes]] = [(b"host", self.host_header)]
-        hdrs.extend((k.encode("latin-1"), v.encode("latin-1")) for k, v in headers)
+        hdrs = [("host", self.netloc), *headers]
         if content_type is not None:
-            hdrs.append((b"content-type", content_type.encode("latin-1")))
+            hdrs.append(("content-type", content_type))
         size = body_size(body)
         if size or method not in ("GET", "HEAD"):
-            hdrs.append((b"content-length", b"%d" % size))
-        target = (self.prefix + path).encode("ascii")
-        head = h11.Request(method=method, target=target, headers=hdrs)
+            hdrs.append(("content-length", str(size)))
+        head = request_head(method, self.prefix + path, hdrs)
+        method_b = method.encode("ascii")
         retriable = method in IDEMPOTENT_METHODS
         timeout_s = self.limits.read_timeout_s
 
@@ -613,7 +664,7 @@ class ConnectionPool:
             self._busy.add(conn)
             sent = False
             try:
-                if not conn.send(head, body, size):
+                if not conn.send(head, method_b, body, size):
                     await conn.send_large(body)
                 sent = True
                 while True:

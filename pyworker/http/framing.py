@@ -84,19 +84,25 @@ def _check_content_length(head: bytes) -> None:
         raise FramingError(400, "a list in Content-Length")
 
 
-def check_head(head: h11.Request, max_body_bytes: int) -> tuple[int, bool]:
-    """(Content-Length or 0, chunked) of a parsed request head, or `FramingError`.
+def check_head(head: h11.Request, max_body_bytes: int) -> tuple[int, bool, bool]:
+    """(Content-Length or 0, chunked, plain) of a parsed request head, or `FramingError`.
 
     Refused (RFC 9112 sections 6.1 and 6.3), where h11 would serve:
     Content-Length together with Transfer-Encoding, more than one
     Content-Length (even equal ones) or a list in one, Transfer-Encoding in
     an HTTP/1.0 request, and a major version other than 1.
+
+    *plain* is an HTTP/1.1 request, not HEAD, with no body or a
+    Content-Length one, that keeps the connection alive and asks for no
+    100-continue or upgrade: its body and its answer need nothing of h11
+    (see `server.py`).
     """
     if not head.http_version.startswith(b"1."):
         raise FramingError(505, f"HTTP/{head.http_version.decode('ascii')} is not supported")
     length: bytes | None = None
     lengths = 0
     chunked = False
+    plain = head.http_version == b"1.1" and head.method != b"HEAD"
     for name, value in head.headers.raw_items():
         name_size = len(name)
         if name_size == 14 and name.lower() == b"content-length":
@@ -104,20 +110,24 @@ def check_head(head: h11.Request, max_body_bytes: int) -> tuple[int, bool]:
             length = value
         elif name_size == 17 and name.lower() == b"transfer-encoding":
             chunked = True  # h11 accepts only exactly one "chunked"
+        elif name_size == 10 and name.lower() == b"connection":
+            plain = plain and all(t.strip().lower() == b"keep-alive" for t in value.split(b","))
+        elif name_size in (6, 7) and name.lower() in (b"expect", b"upgrade"):
+            plain = False
     if chunked:
         if lengths:
             raise FramingError(400, "both Content-Length and Transfer-Encoding: the body's length is ambiguous")
         if head.http_version == b"1.0":
             raise FramingError(400, "Transfer-Encoding in an HTTP/1.0 request")
-        return 0, True
+        return 0, True, False
     if length is None:
-        return 0, False
+        return 0, False, plain
     if lengths > 1 or not length.isdigit():  # the framer has refused these already
         raise FramingError(400, "more than one Content-Length")
     size = int(length)
     if size > max_body_bytes:
         raise FramingError(413, f"request body over {max_body_bytes} bytes")
-    return size, False
+    return size, False, plain
 
 
 class RequestFramer:

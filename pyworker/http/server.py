@@ -1,12 +1,19 @@
 """HTTP/1.1 server on h11 and asyncio protocols.
 
-One `HTTPServerProtocol` owns one `h11.Connection`. Bytes come in through
-`data_received`, are framed by h11, and a whole request (head and body,
-bounded) is handed to its route's handler in a task. A `RequestFramer`
-stands between the socket and h11: it checks framing strictly and hands
-h11 one request at a time. Requests on one connection are answered in
-order: while a handler runs, pipelined bytes wait in the framer, and
+One `HTTPServerProtocol` serves one connection. Bytes come in through
+`data_received`, and a whole request (head and body, bounded) is handed to
+its route's handler in a task. A `RequestFramer` stands between the socket
+and h11: it checks framing strictly and hands h11 one request at a time,
+each to a fresh `h11.Connection`. Requests on one connection are answered
+in order: while a handler runs, pipelined bytes wait in the framer, and
 reading pauses once it holds `pipeline_buffer_bytes`.
+
+h11 parses every request head. A *plain* request (HTTP/1.1, keep-alive,
+not HEAD, no body or a Content-Length one; see `framing.check_head`)
+needs nothing more of it: its body is cut by the framer, and its answer's
+head is written by `wire.response_head`, chunks framed here. Anything else
+(HTTP/1.0, HEAD, chunked bodies, 100-continue, a status without a body, a
+handler's own framing headers) goes through h11 as a whole.
 
 Every phase of a connection has a deadline (see `Phase`), and at the
 connection limit the oldest connection with no request being handled is
@@ -23,16 +30,17 @@ import ssl
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import cast
 
 import h11
 
 from .flow import FlowControl
 from .framing import FramingError, RequestFramer, check_head
+from .framing import State as FramerState
 from .messages import Headers, HTTPError, Request, Response, StreamResponse, json_response
 from .routing import Handler, Route, Router
 from .timers import Deadline
+from .wire import REASONS, response_head
 
 log = logging.getLogger("pyworker.http")
 
@@ -77,11 +85,8 @@ class ResponseAborted(Exception):
     """
 
 
-_REASONS = {int(s): s.phrase.encode("ascii") for s in HTTPStatus}
-
-
 def _reason(status: int) -> bytes:
-    return _REASONS.get(status, b"")
+    return REASONS.get(status, b"")
 
 
 def _canned(status: int, message: str) -> bytes:
@@ -115,6 +120,8 @@ class _Exchange:
 
     __slots__ = (
         "head",
+        "plain",
+        "ours",
         "handler",
         "early",
         "body",
@@ -128,12 +135,14 @@ class _Exchange:
 
     def __init__(self) -> None:
         self.head: h11.Request | None = None
+        self.plain = False  # a plain request (see the module docstring): its body is the framer's
+        self.ours = False  # the response head was written here, not by h11 (chunks too)
         self.handler: Handler | None = None
         self.early: Response | None = None  # a 404/405 sent once the body is read
         self.body: list[bytes] = []
         self.body_bytes = 0
         self.body_started = 0.0
-        self.head_sent = False  # the response head went to h11 (maybe still held, below)
+        self.head_sent = False  # the response head was written (maybe still held, below)
         # A streamed response's head, held until the end of the loop turn.
         self.pending_head = b""
         # time.monotonic() when a streamed response's first body piece was written.
@@ -153,8 +162,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._server = server
         self._limits = limits = server.limits
         self._loop = asyncio.get_running_loop()
-        # h11 sees only whole heads from the framer; its own bound is a backstop.
-        self._conn = h11.Connection(h11.SERVER, max_incomplete_event_size=limits.max_header_bytes)
+        self._conn = self._new_h11()
         self._framer = RequestFramer(limits.max_header_bytes, limits.max_body_bytes)
         self._transport: asyncio.Transport | None = None
         self._flow: FlowControl | None = None
@@ -233,16 +241,35 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     # -- reading -----------------------------------------------------------
 
+    def _new_h11(self) -> h11.Connection:
+        # h11 sees only whole heads from the framer; its own bound is a backstop.
+        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes)
+
     def _process(self) -> None:
-        """Handle every event ready, until a handler must run or more data is needed."""
-        conn = self._conn
+        """Handle every request ready, until a handler must run or more data is needed."""
         framer = self._framer
         try:
-            # Handed over before asking h11, which would only say NEED_DATA.
-            piece = framer.next_piece()
-            if piece is not None:
-                conn.receive_data(piece)
+            if not self._ex.plain:
+                # Handed over before asking h11, which would only say NEED_DATA.
+                piece = framer.next_piece()
+                if piece is not None:
+                    self._conn.receive_data(piece)
             while self.phase is not Phase.CLOSED:
+                ex = self._ex
+                if ex.plain:  # the body comes from the framer; h11 has done its part
+                    piece = framer.next_piece()
+                    if piece is not None:
+                        ex.body_bytes += len(piece)
+                        if ex.handler is not None:
+                            ex.body.append(piece)
+                    if framer.state is FramerState.DONE:
+                        if not self._request_read():
+                            return
+                    elif piece is None:
+                        self._arm_body_deadline()
+                        return
+                    continue
+                conn = self._conn
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
                     piece = framer.next_piece()
@@ -259,7 +286,6 @@ class HTTPServerProtocol(asyncio.Protocol):
                     continue
                 kind = type(event)
                 if kind is h11.Data:
-                    ex = self._ex
                     data = cast(h11.Data, event).data
                     ex.body_bytes += len(data)
                     if ex.handler is not None:
@@ -267,15 +293,8 @@ class HTTPServerProtocol(asyncio.Protocol):
                 elif kind is h11.Request:
                     self._on_head(cast(h11.Request, event))
                 elif kind is h11.EndOfMessage:
-                    self._timer.clear()
-                    early = self._ex.early
-                    if early is not None:
-                        self._send_complete(early)
-                        if not self._next_cycle():
-                            return
-                        continue
-                    self._dispatch()
-                    return
+                    if not self._request_read():
+                        return
                 elif kind is h11.ConnectionClosed:
                     self._close()
                     return
@@ -286,15 +305,27 @@ class HTTPServerProtocol(asyncio.Protocol):
         except h11.RemoteProtocolError as exc:
             self._fail(exc.error_status_hint, str(exc) or "malformed request")
 
+    def _request_read(self) -> bool:
+        """The request is read whole: answer it; True when the next one may be read now."""
+        self._timer.clear()
+        early = self._ex.early
+        if early is not None:
+            self._send_complete(early)
+            return self._next_cycle()
+        self._dispatch()
+        return False
+
     def _on_head(self, head: h11.Request) -> None:
-        length, chunked = check_head(head, self._limits.max_body_bytes)
+        length, chunked, plain = check_head(head, self._limits.max_body_bytes)
         framer = self._framer
         framer.start_body(length, chunked)
-        piece = framer.next_piece()  # what of the body has arrived, at once
-        if piece is not None:
-            self._conn.receive_data(piece)
         ex = self._ex
         ex.head = head
+        ex.plain = plain
+        if not plain:
+            piece = framer.next_piece()  # what of the body has arrived, at once
+            if piece is not None:
+                self._conn.receive_data(piece)
         path, _, _query = head.target.partition(b"?")
         found = self._server.router.resolve(head.method.decode("ascii"), path.decode("latin-1"))
         if isinstance(found, Response):
@@ -388,32 +419,48 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._transport.write(data)
 
     def _send_complete(self, response: Response) -> None:
-        conn = self._conn
         body = response.body
+        ex = self._ex
+        if ex.plain:
+            head = response_head(response.status, response.headers, b"content-length: %d\r\n" % len(body))
+            if head is not None:
+                ex.ours = ex.head_sent = True
+                ex.bytes_out = len(body)
+                if len(body) < 16384:
+                    self._write(head + body)
+                else:
+                    assert self._transport is not None
+                    self._transport.writelines((head, body))
+                return
+        conn = self._conn
         headers = response.headers + [(b"content-length", b"%d" % len(body))]
         out = conn.send(h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status)))
         assert out is not None
-        head = self._ex.head
-        if body and head is not None and head.method != b"HEAD":
+        request = ex.head
+        if body and request is not None and request.method != b"HEAD":
             data = conn.send(h11.Data(data=body))
             assert data is not None
             out += data
         end = conn.send(h11.EndOfMessage())
         assert end is not None
         self._write(out + end)
-        self._ex.head_sent = True
-        self._ex.bytes_out = len(body)
+        ex.head_sent = True
+        ex.bytes_out = len(body)
 
     async def start(self, status: int, headers: Headers) -> None:
         """Send a streamed response's head (called by `StreamResponse.prepare`)."""
         if self.phase is Phase.CLOSED:
             raise ClientDisconnected("client disconnected")
-        out = self._conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
-        assert out is not None
+        ex = self._ex
+        out = response_head(status, headers, b"Transfer-Encoding: chunked\r\n") if ex.plain else None
+        if out is None:
+            out = self._conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+            assert out is not None
+        else:
+            ex.ours = True
         # Held until the end of this loop turn: a body piece written before
         # then goes out with it in one send, which is what a model that
         # answers at once gets (head and first token in one packet).
-        ex = self._ex
         ex.pending_head = out
         ex.head_sent = True
         self._loop.call_soon(self._flush_head, ex)
@@ -428,9 +475,13 @@ class HTTPServerProtocol(asyncio.Protocol):
         if self.phase is Phase.CLOSED:
             raise ClientDisconnected("client disconnected")
         assert self._transport is not None and self._flow is not None
-        pieces = self._conn.send_with_data_passthrough(h11.Data(data=data))
-        assert pieces is not None
         ex = self._ex
+        if ex.ours:
+            pieces = [b"%x\r\n" % len(data), data, b"\r\n"]
+        else:
+            sent = self._conn.send_with_data_passthrough(h11.Data(data=data))
+            assert sent is not None
+            pieces = sent
         head = ex.take_pending_head()
         if head:
             pieces.insert(0, head)
@@ -450,20 +501,23 @@ class HTTPServerProtocol(asyncio.Protocol):
         """End a streamed response's body."""
         if self.phase is Phase.CLOSED:
             raise ClientDisconnected("client disconnected")
-        end = self._conn.send(h11.EndOfMessage())
+        ex = self._ex
+        end = b"0\r\n\r\n" if ex.ours else self._conn.send(h11.EndOfMessage())
         assert end is not None
-        self._write(self._ex.take_pending_head() + end)
+        self._write(ex.take_pending_head() + end)
 
     # -- connection lifecycle ----------------------------------------------
 
     def _next_cycle(self) -> bool:
         """Get ready for the next request on this connection, or close it."""
+        ex = self._ex
         self._ex = _Exchange()
         if self.phase is Phase.CLOSED:
             return False
         conn = self._conn
-        if conn.our_state is h11.DONE and conn.their_state is h11.DONE:
-            conn.start_next_cycle()
+        # A plain request's body was never h11's: the framer has read it whole.
+        if ex.ours or (conn.our_state is h11.DONE and (ex.plain or conn.their_state is h11.DONE)):
+            self._conn = self._new_h11()
             self._framer.next_request()
             assert self._flow is not None
             self._flow.resume_reading()
