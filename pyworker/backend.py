@@ -368,11 +368,19 @@ class Backend:
         if isinstance(session, Response):
             return self._refuse(route, session)
 
-        if len(request.body) > LARGE_BODY_BYTES or type(payload) not in self._warm:
+        parallel = self.runs_in_parallel(handler)
+        small = len(request.body) <= LARGE_BODY_BYTES
+        # A parallel request's workload can be counted once the request is on
+        # its way to the model, while the model works: the admission below
+        # does not depend on it, and the pool calls `book` before it first
+        # awaits anything, so no other request is admitted before it is booked.
+        deferred = small and parallel and session is None and type(payload) in self._warm
+        if deferred:
+            workload = 0.0
+        elif not small or type(payload) not in self._warm:
             workload = await self._count_in_thread(payload)
         else:
             workload = float(payload.count_workload())
-        parallel = self.runs_in_parallel(handler)
         limit = self.max_queue_time if handler.max_queue_time is None else handler.max_queue_time
         task = asyncio.current_task()
         assert task is not None  # handlers run in the connection's task
@@ -391,9 +399,23 @@ class Backend:
         try:
             ticket = self.queue.admit(booked, limit, parallel)
         except QueueFull as exc:
+            if deferred:
+                tracker.workload = access.workload = float(payload.count_workload())
             tracker.finish(Outcome.REJECTED)
             return json_response({"error": str(exc)}, status=429)
-        tracker.admitted()
+
+        def book() -> None:
+            """Count a deferred workload and book it (once), then count the request admitted."""
+            nonlocal deferred
+            if deferred:
+                deferred = False
+                counted = float(payload.count_workload())
+                ticket.book(counted)
+                tracker.workload = access.workload = counted
+                tracker.admitted()
+
+        if not deferred:
+            tracker.admitted()
         if session is not None:
             session.attach(task)  # no await since `closed` was read
 
@@ -411,7 +433,7 @@ class Backend:
                     body = json.dumps(model_json, separators=(",", ":")).encode("utf-8")
                 try:
                     model_response = await self.pool.request(
-                        "POST", handler.endpoint, body=body, content_type="application/json"
+                        "POST", handler.endpoint, body=body, content_type="application/json", before_wait=book
                     )
                 except UpstreamError as exc:
                     self._model_failed(route, exc)
@@ -424,6 +446,8 @@ class Backend:
                         if request.response_started:
                             raise ResponseAborted(str(exc)) from None
                         return json_response({"error": str(exc)}, status=exc.status)
+                if isinstance(result, Response):
+                    request.respond(result)  # now: what is left to do here need not delay the client
                 if result.status >= 500:
                     self.metrics.telemetry.model_errors["status_5xx"] += 1
                     outcome = Outcome.ERROR
@@ -437,6 +461,7 @@ class Backend:
             outcome = Outcome.CANCELLED
             raise
         finally:
+            book()  # if the request failed before the pool called it
             tracker.finish(outcome)
             if session is not None:
                 session.detach(task)

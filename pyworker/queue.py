@@ -105,6 +105,12 @@ class Ticket:
         queue.running += 1
         self._state = Ticket._RUNNING
 
+    def book(self, workload: float) -> None:
+        """Add `workload` to what this ticket holds (admitted before its count was known)."""
+        if self._state != Ticket._DONE:
+            self.workload += workload
+            self._queue.load += workload
+
     def release(self) -> None:
         """Give back the workload and the turn; safe to call more than once."""
         state = self._state

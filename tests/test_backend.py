@@ -123,6 +123,18 @@ class Parallel(InProcessWorker):
         self.assertEqual((totals[Outcome.SUCCESS], totals[Outcome.REJECTED]), (3, 17))
         self.assertEqual(self.backend.metrics.rej_load, 170)
 
+    async def test_a_burst_on_idle_pooled_connections_is_refused_the_same(self) -> None:
+        # Each request is written to the model at once on a pooled connection
+        # and counted after that: the count must still be booked before the
+        # next request is admitted.
+        warm = [self.post("/generate", body("x", request_idx=i, max_response_tokens=4)) for i in range(20)]
+        await asyncio.gather(*warm)
+        self.assertGreaterEqual(len(self.backend.pool._idle), 20)
+        self.backend.metrics = Metrics()
+        await self.test_a_burst_past_max_queue_time_is_refused_at_once()
+        self.assertEqual(self.backend.queue.load, 0)
+        self.assertEqual(self.backend.metrics.telemetry.workload["admitted"], 30)
+
     async def test_every_request_ends_in_exactly_one_outcome(self) -> None:
         tasks = [self.post("/generate", body("fine", request_idx=i, max_response_tokens=1)) for i in range(5)]
         tasks.append(self.post("/generate", b"{broken"))  # refused before it is counted

@@ -56,6 +56,14 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
         async def boom(request: Request) -> Response:
             raise RuntimeError("bug")
 
+        async def early(request: Request) -> Response:
+            response = Response(b"sent early")
+            request.respond(response)
+            self.calls.append("after")
+            if request.query == "fail":
+                raise RuntimeError("bug after the answer")
+            return response
+
         async def flood(request: Request) -> StreamResponse:
             res = StreamResponse(content_type="application/octet-stream")
             await res.prepare(request)
@@ -69,7 +77,14 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
             return res
 
         self.server = HTTPServer(
-            [post("/echo", echo), get("/slow", slow), get("/stream", stream), get("/boom", boom), get("/flood", flood)],
+            [
+                post("/echo", echo),
+                get("/slow", slow),
+                get("/stream", stream),
+                get("/boom", boom),
+                get("/flood", flood),
+                get("/early", early),
+            ],
             self.limits,
         )
         await self.server.start("127.0.0.1", 0)
@@ -202,6 +217,15 @@ class Framing(ServerCase):
         status, headers, body = await read_response(reader)
         self.assertEqual((status, body, headers.get("connection")), (200, b"echo:d", "close"))
         self.assertEqual(await asyncio.wait_for(reader.read(1), 5), b"")
+        writer.close()
+
+    async def test_a_response_sent_before_the_handler_returns(self) -> None:
+        reader, writer = await self.connect()
+        for query in ("", "?fail", ""):
+            writer.write(b"GET /early%s HTTP/1.1\r\nHost: x\r\n\r\n" % query.encode())
+            status, _, body = await read_response(reader)
+            self.assertEqual((status, body), (200, b"sent early"))
+        self.assertEqual(self.calls, ["after"] * 3)
         writer.close()
 
     async def test_chunked_request_body_is_joined(self) -> None:

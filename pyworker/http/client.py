@@ -20,7 +20,7 @@ import asyncio
 import json
 import re
 import ssl
-from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -637,12 +637,17 @@ class ConnectionPool:
         body: Body = b"",
         headers: Iterable[tuple[str, str]] = (),
         content_type: str | None = None,
+        before_wait: Callable[[], None] | None = None,
     ) -> UpstreamResponse:
         """Send a request and wait for the response head.
 
         A request that fails on a reused connection before any byte came back
         (the server had closed it while idle) is sent again once on a fresh
         connection when it is idempotent or was never written.
+
+        `before_wait` is called once, before the first await: after the
+        request was written when an idle connection could take it at once
+        (work done then overlaps the server's), else before connecting.
         """
         hdrs = [("host", self.netloc), *headers]
         if content_type is not None:
@@ -655,16 +660,27 @@ class ConnectionPool:
         retriable = method in IDEMPOTENT_METHODS
         timeout_s = self.limits.read_timeout_s
 
+        waiting = before_wait
+
+        def ready() -> None:
+            nonlocal waiting
+            if waiting is not None:
+                call, waiting = waiting, None
+                call()
+
         for attempt in (1, 2):
             conn = self._take_idle() if attempt == 1 else None
             reused = conn is not None
             if conn is None:
+                ready()
                 conn = await self._connect()
             conn.busy_set = self._busy
             self._busy.add(conn)
             sent = False
             try:
-                if not conn.send(head, method_b, body, size):
+                whole = conn.send(head, method_b, body, size)
+                ready()
+                if not whole:
                     await conn.send_large(body)
                 sent = True
                 while True:

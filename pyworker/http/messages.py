@@ -48,6 +48,8 @@ class _Responder(Protocol):
 
     async def start(self, status: int, headers: Headers) -> None: ...
 
+    def respond(self, response: Response) -> None: ...
+
     async def write(self, data: bytes) -> None: ...
 
     def finish(self) -> None: ...
@@ -121,6 +123,16 @@ class Request:
     def body_bytes_sent(self) -> int:
         """Body bytes of the response handed to the connection so far."""
         return 0 if self._responder is None else self._responder.body_bytes_sent
+
+    def respond(self, response: Response) -> None:
+        """Send `response` now, before the handler returns it.
+
+        For work after the answer that need not delay the client (records,
+        metrics). The handler must still return the same `response`.
+        """
+        if self._responder is None:
+            raise RuntimeError("this request has no connection to answer on")
+        self._responder.respond(response)
 
     @property
     def response_started(self) -> bool:

@@ -128,6 +128,7 @@ class _Exchange:
         "body_bytes",
         "body_started",
         "head_sent",
+        "responded",
         "pending_head",
         "first_body_at",
         "bytes_out",
@@ -143,6 +144,7 @@ class _Exchange:
         self.body_bytes = 0
         self.body_started = 0.0
         self.head_sent = False  # the response head was written (maybe still held, below)
+        self.responded: Response | None = None  # sent whole by `respond`, before the handler returned
         # A streamed response's head, held until the end of the loop turn.
         self.pending_head = b""
         # time.monotonic() when a streamed response's first body piece was written.
@@ -378,9 +380,10 @@ class HTTPServerProtocol(asyncio.Protocol):
             except HTTPError as exc:
                 result = exc.to_response()
             if isinstance(result, Response):
-                if self.head_sent:
-                    raise RuntimeError("handler returned a Response after starting a StreamResponse")
-                self._send_complete(result)
+                if result is not self._ex.responded:
+                    if self.head_sent:
+                        raise RuntimeError("handler returned a Response after starting a StreamResponse")
+                    self._send_complete(result)
             elif isinstance(result, StreamResponse):
                 if not result.prepared:
                     raise RuntimeError("handler returned a StreamResponse it never prepared")
@@ -404,10 +407,13 @@ class HTTPServerProtocol(asyncio.Protocol):
         except Exception:
             log.exception("handler for %s %s failed", request.method, request.path)
             self._task = None
-            if self.head_sent:
+            if self._ex.responded is not None:
+                pass  # the client has its whole answer: the connection is fine
+            elif self.head_sent:
                 self._abort()  # the client sees a truncated body, never a false end
                 return
-            self._send_complete(json_response({"error": "internal server error"}, status=500))
+            else:
+                self._send_complete(json_response({"error": "internal server error"}, status=500))
         self._task = None
         if self._next_cycle() and self._framer.buffered:
             self._process()  # pipelined bytes are waiting
@@ -446,6 +452,15 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._write(out + end)
         ex.head_sent = True
         ex.bytes_out = len(body)
+
+    def respond(self, response: Response) -> None:
+        """Send a complete response now; the handler then returns it (see `Request.respond`)."""
+        if self.phase is Phase.CLOSED:
+            raise ClientDisconnected("client disconnected")
+        if self.head_sent:
+            raise RuntimeError("a response was already started")
+        self._send_complete(response)
+        self._ex.responded = response
 
     async def start(self, status: int, headers: Headers) -> None:
         """Send a streamed response's head (called by `StreamResponse.prepare`)."""
