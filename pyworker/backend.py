@@ -38,7 +38,7 @@ from .http import (
     json_response,
 )
 from .http.headers import passthrough_headers
-from .http.json_checks import MAX_JSON_DEPTH, JsonBodyError, loads_checked
+from .http.json_checks import MAX_JSON_DEPTH, JsonBodyError, dumps_compact, loads_checked
 from .logs import access_log, log_access
 from .metrics import Metrics, Outcome, RequestTracker
 from .queue import QueueFull, WorkQueue
@@ -108,7 +108,7 @@ def json_fragments(data: Any) -> list[str]:
     """
     big: list[str] = []
     mark = "\x00" + secrets.token_hex(8)
-    skeleton = json.dumps(_swap_big_strings(data, big, mark), separators=(",", ":"))
+    skeleton = dumps_compact(_swap_big_strings(data, big, mark))
     if not big:
         return [skeleton]
     quoted_mark = json.dumps(mark)[:-1]  # '"\\u0000<hex>', the start of each placeholder
@@ -430,7 +430,7 @@ class Backend:
                 if len(request.body) > LARGE_BODY_BYTES:
                     body = json_fragments(model_json)
                 else:
-                    body = json.dumps(model_json, separators=(",", ":")).encode("utf-8")
+                    body = dumps_compact(model_json).encode("utf-8")
                 try:
                     model_response = await self.pool.request(
                         "POST", handler.endpoint, body=body, content_type="application/json", before_wait=book

@@ -36,6 +36,7 @@ from urllib.parse import urlsplit
 
 from .data_types import AuthData
 from .http import ClientLimits, ConnectionPool, UpstreamError
+from .http.json_checks import dumps_compact
 from .metrics import Metrics, Outcome, RequestTracker
 from .validation import MISSING, JsonDataException, json_type_name
 
@@ -257,7 +258,7 @@ def callback_body(session: Session) -> bytes:
     else:
         body = {"payload": payload}
     body["session_id"] = session.session_id  # the real id wins over the payload's
-    return json.dumps(body, separators=(",", ":")).encode("utf-8")
+    return dumps_compact(body).encode("utf-8")
 
 
 class CallbackSender:

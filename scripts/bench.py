@@ -219,29 +219,30 @@ async def closed_loop(port: int, request: bytes, concurrency: int, seconds: floa
 
 
 async def interleaved_latencies(targets: list[tuple[int, bytes]], seconds: float) -> list[list[float]]:
-    """Round trips at concurrency 1, one request to each target in turn on its own
-    keep-alive connection: whatever the machine does meanwhile falls on all alike."""
+    """Round trips at concurrency 1, each target on its own keep-alive connection, the
+    targets taken in turn for 0.25 s each until every one had `seconds`: whatever the
+    machine does meanwhile falls on all alike, and each is measured warm."""
 
     async def connect(port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_connection("127.0.0.1", port)
 
     conns = [await connect(port) for port, _ in targets]
     latencies: list[list[float]] = [[] for _ in targets]
-    warm_until = time.perf_counter() + 0.3
-    stop_at = warm_until + seconds
-    while (now := time.perf_counter()) < stop_at:
+    for block in range(int(seconds / 0.25) + 1):
         for i, (port, request) in enumerate(targets):
             reader, writer = conns[i]
-            start = time.perf_counter()
-            writer.write(request)
-            head = (await reader.readuntil(b"\r\n\r\n")).lower()
-            length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
-            await reader.readexactly(length)
-            if now >= warm_until and head.startswith(b"http/1.1 200"):
-                latencies[i].append(time.perf_counter() - start)
-            if b"connection: close" in head:  # nginx's keepalive_requests
-                writer.close()
-                conns[i] = await connect(port)
+            stop_at = time.perf_counter() + 0.25
+            while time.perf_counter() < stop_at:
+                start = time.perf_counter()
+                writer.write(request)
+                head = (await reader.readuntil(b"\r\n\r\n")).lower()
+                length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+                await reader.readexactly(length)
+                if block and head.startswith(b"http/1.1 200"):  # the first block warms up
+                    latencies[i].append(time.perf_counter() - start)
+                if b"connection: close" in head:  # nginx's keepalive_requests
+                    writer.close()
+                    reader, writer = conns[i] = await connect(port)
     for _, writer in conns:
         writer.close()
     return latencies
@@ -637,7 +638,7 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
     }
     rows.append(Row("requests/s at concurrency 64", "req/s", rps, "x"))
     targets = [(s.fast, s.request(stack, "/generate", s.fast, fast)) for s in subjects]
-    c1 = asyncio.run(interleaved_latencies(targets, seconds * len(subjects)))
+    c1 = asyncio.run(interleaved_latencies(targets, seconds))
     rows.append(
         Row("p50 latency at concurrency 1", "ms", {s.name: ms(c1[i], 0.5) for i, s in enumerate(subjects)}, "+")
     )

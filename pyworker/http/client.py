@@ -51,13 +51,17 @@ _REQUEST_EVENTS: dict[bytes, h11.Request] = {}
 
 
 def _response_parser(method: bytes) -> h11.Connection:
-    """An h11 client connection that has sent a `method` request and awaits its response."""
+    """An h11 client connection that has sent a `method` request head and awaits its response.
+
+    The request's end is not sent to it: h11 reads a response whether or
+    not the request is complete, and its own state after the exchange is
+    not used (`end_exchange` decides whether the connection lives on).
+    """
     event = _REQUEST_EVENTS.get(method)
     if event is None:
         event = _REQUEST_EVENTS[method] = h11.Request(method=method, target=b"/", headers=[(b"host", b"upstream")])
     conn = h11.Connection(h11.CLIENT)
     conn.send(event)
-    conn.send(_EOM)
     return conn
 
 

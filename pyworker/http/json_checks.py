@@ -24,6 +24,17 @@ def _refuse_constant(name: str) -> Any:
     raise JsonBodyError(f"{name} is not JSON")
 
 
+# Made once: json.loads and json.dumps build a new decoder or encoder on
+# every call that passes an option.
+_DECODER = json.JSONDecoder(parse_constant=_refuse_constant)
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
+
+
+def dumps_compact(data: Any) -> str:
+    """`json.dumps(data, separators=(",", ":"))`, without building an encoder each time."""
+    return _COMPACT.encode(data)
+
+
 def loads_checked(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """`json.loads` for bytes from a client, refusing what would fail later.
 
@@ -39,7 +50,7 @@ def loads_checked(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     except UnicodeDecodeError as exc:
         raise JsonBodyError(f"body is not valid UTF-8 (byte {exc.start})") from None
     try:
-        data = json.loads(text, parse_constant=_refuse_constant)
+        data = _DECODER.decode(text)
     except RecursionError:
         raise JsonBodyError(f"JSON nested deeper than {max_depth} levels") from None
     except JsonBodyError:

@@ -6,12 +6,11 @@ These play the part of aiohttp's `web.Request`, `web.Response` and
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 
 from .headers import get_header
-from .json_checks import loads_checked
+from .json_checks import dumps_compact, loads_checked
 
 Headers = list[tuple[bytes, bytes]]
 HeaderItems = Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
@@ -163,7 +162,7 @@ class Response:
 
 def json_response(data: Any, status: int = 200, headers: HeaderItems = ()) -> Response:
     """A `Response` whose body is `data` as compact JSON."""
-    body = json.dumps(data, separators=(",", ":")).encode("utf-8")
+    body = dumps_compact(data).encode("utf-8")
     return Response(body, status=status, headers=headers, content_type=JSON_TYPE)
 
 
