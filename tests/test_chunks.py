@@ -255,6 +255,14 @@ class Scanner(unittest.TestCase):
         self.assertTrue(scanner.at_boundary)
         self.assertIsNone(scanner.handoff)
 
+    def test_a_limit_stops_decoding_at_the_first_boundary_past_it(self) -> None:
+        scanner = ChunkScanner()
+        events = [b"data: %d\n\n" % i for i in range(300)]
+        scanner.feed(b"".join(b"%x\r\n" % len(e) + e + b"\r\n" for e in events) + b"0\r\n\r\n")
+        self.assertEqual(scanner.take(limit=20), b"".join(events[:3]))  # 9 + 9 + 9 bytes
+        self.assertEqual(scanner.take(), b"".join(events[3:]))
+        self.assertEqual(scanner.handoff, b"0\r\n\r\n")
+
     def test_the_last_chunk_is_handed_over_from_the_boundary(self) -> None:
         scanner = ChunkScanner()
         scanner.feed(b"2\r\nab\r\n0\r\nx: y\r\n\r\n")

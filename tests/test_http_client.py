@@ -186,6 +186,22 @@ class Streaming(ClientCase):
         gaps = [b[0] - a[0] for a, b in zip(arrivals, arrivals[1:], strict=False)]
         self.assertTrue(all(g > 0.1 for g in gaps), gaps)
 
+    async def test_the_first_piece_of_a_burst_comes_alone(self) -> None:
+        events = [b"data: %d\n\n" % i for i in range(2000)]
+        burst = b"".join(b"%x\r\n" % len(e) + e + b"\r\n" for e in events) + b"0\r\n\r\n"
+
+        async def flood(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            await read_request(reader)
+            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n" + burst)
+
+        _, pool = await self.serve(flood)
+        async with await pool.request("POST", "/x", b"{}") as res:
+            await asyncio.sleep(0.1)  # the whole burst has arrived
+            pieces = [piece async for piece in res.iter_chunks()]
+        self.assertEqual(b"".join(pieces), b"".join(events))
+        self.assertLess(len(pieces[0]), 5000)
+        self.assertLess(len(pieces), 50)
+
     async def test_cancel_mid_stream_closes_the_connection(self) -> None:
         closed = asyncio.Event()
 

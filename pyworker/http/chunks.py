@@ -57,11 +57,13 @@ class ChunkScanner:
         """Bytes that follow; once `handoff` is set they are h11's, not the scanner's."""
         self._buf += data
 
-    def take(self) -> bytes:
-        """The data decoded from what was fed so far (maybe empty)."""
+    def take(self, limit: int = 0) -> bytes:
+        """The data decoded from what was fed so far (maybe empty); with a `limit`,
+        decoding stops at the first chunk boundary past that many bytes."""
         buf = self._buf
         size = len(buf)
         pos = 0
+        taken = 0
         view = memoryview(buf)
         parts: list[memoryview] = []
         try:
@@ -72,6 +74,7 @@ class ChunkScanner:
                         break
                     parts.append(view[pos : pos + n])
                     pos += n
+                    taken += n
                     self._left -= n
                     if self._left:
                         break
@@ -85,6 +88,8 @@ class ChunkScanner:
                         raise ChunkError("chunk data not followed by CRLF")
                     pos += 2
                     self._crlf = False
+                    if limit and taken >= limit:
+                        break
                 line = _SIZE_LINE.match(buf, pos)
                 chunk = 0 if line is None else int(line.group(1), 16)
                 if chunk == 0:  # no plain line, or the last chunk (trailers may follow)
@@ -132,7 +137,8 @@ class LengthReader:
             return
         self._parts.append(data)
 
-    def take(self) -> bytes:
+    def take(self, limit: int = 0) -> bytes:
+        """What arrived of the body (`limit` is for the scanner's sake: all of it is cheap to take)."""
         parts = self._parts
         if not parts:
             return b""

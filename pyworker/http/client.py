@@ -41,6 +41,10 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 # A response head that has not ended within this many bytes is refused.
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 
+# The first piece of a chunked body is decoded no further than this, so that
+# it goes out before a long burst that came with it is decoded.
+FIRST_PIECE_BYTES = 4096
+
 # Request bodies over this size are sent in slices of it.
 SEND_SLICE_BYTES = 256 * 1024
 
@@ -172,6 +176,7 @@ class _ClientConnection(asyncio.Protocol):
         self._method = b""
         self._h11_closed = False
         self._maybe_chunked = False
+        self._take_limit = 0  # see FIRST_PIECE_BYTES; 0 once the first piece was taken
         # The response was read to its end; it lets the connection live on.
         self.complete = False
         self.keep_alive = False
@@ -282,6 +287,7 @@ class _ClientConnection(asyncio.Protocol):
         self._held.clear()
         self._body = None
         self._method = method
+        self._take_limit = FIRST_PIECE_BYTES
         self.complete = self.keep_alive = self._reusable = False
         transport = self.transport
         if size <= SEND_SLICE_BYTES:
@@ -404,7 +410,9 @@ class _ClientConnection(asyncio.Protocol):
 
     def _take_body(self, body: ChunkScanner | LengthReader) -> bytes:
         try:
-            data = body.take()
+            data = body.take(self._take_limit)
+            if data:
+                self._take_limit = 0
         except ChunkError as exc:
             raise UpstreamProtocolError(f"model server broke HTTP/1.1: {exc}") from None
         if body.handoff is not None:
@@ -486,12 +494,15 @@ class UpstreamResponse:
 
         Each piece is yielded as soon as it is read; pieces that arrived
         together (several server-sent events in one read) come joined, so a
-        burst costs one write downstream instead of one per event.
+        burst costs one write downstream instead of one per event. The
+        first piece goes out alone, before the rest of a burst that came
+        with it is decoded (see FIRST_PIECE_BYTES).
         """
         conn = self._conn
         if conn is None:
             return
         timeout_s = self._pool.limits.read_timeout_s
+        first = True
         while True:
             event: h11.Event | type[h11.PAUSED] | None = await conn.next_event(timeout_s)
             parts: list[bytes] = []
@@ -499,6 +510,8 @@ class UpstreamResponse:
                 kind = type(event)
                 if kind is h11.Data:
                     parts.append(cast(h11.Data, event).data)
+                    if first:
+                        break
                 elif kind is h11.EndOfMessage:
                     self.complete = True
                     self._release()
@@ -511,6 +524,7 @@ class UpstreamResponse:
                 event = conn.poll_event()
             data = b"".join(parts)
             if data:
+                first = False
                 yield data
 
     @property
