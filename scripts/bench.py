@@ -22,7 +22,12 @@ Rows: requests/s at concurrency 64 and the latency added at concurrency 1
 (/generate, 16-token answer); time to first byte added to a stream of 300
 events 1 ms apart, and to one of 300 events written back to back (a burst),
 and the body throughput of 16 such bursts at once; RSS when ready; and the
-time from a (re)start to the first proxied answer.
+time from a (re)start to the first proxied answer. The latency rows take the
+subjects in turn (0.25 s blocks at concurrency 1, one stream each for first
+bytes), so that the machine's moods fall on all of them alike.
+
+`--baseline DIR` adds the hello_world worker of another checkout (for
+instance `git worktree add /tmp/base HEAD~3`), to measure a change side by side.
 """
 
 from __future__ import annotations

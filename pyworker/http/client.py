@@ -177,6 +177,8 @@ class _ClientConnection(asyncio.Protocol):
         self._h11_closed = False
         self._maybe_chunked = False
         self._take_limit = 0  # see FIRST_PIECE_BYTES; 0 once the first piece was taken
+        # The current response's header fields, names in lower case.
+        self.head_fields: list[tuple[bytes, bytes]] = []
         # The response was read to its end; it lets the connection live on.
         self.complete = False
         self.keep_alive = False
@@ -390,13 +392,15 @@ class _ClientConnection(asyncio.Protocol):
         `chunks.py`, anything else (a body delimited by the close, say) to h11."""
         rest = bytes(self._held)
         self._held.clear()
-        self.keep_alive = head.http_version >= b"1.1" and not _says_close(head.headers)  # as h11 decides
+        # Listed once (iterating h11's Headers goes item by item through Sequence.__iter__).
+        fields = self.head_fields = [(name.lower(), value) for name, value in head.headers.raw_items()]
+        self.keep_alive = head.http_version >= b"1.1" and not _says_close(fields)  # as h11 decides
         body: ChunkScanner | LengthReader | None = None
         if self.framing.their_state is h11.SEND_BODY and self._method != b"HEAD" and head.status_code not in (204, 304):
-            if self._maybe_chunked and (get_header(head.headers, b"transfer-encoding") or b"").lower() == b"chunked":
+            if self._maybe_chunked and (get_header(fields, b"transfer-encoding") or b"").lower() == b"chunked":
                 body = ChunkScanner()
             else:
-                length = get_header(head.headers, b"content-length")  # h11 checked it: digits
+                length = get_header(fields, b"content-length")  # h11 checked it: digits
                 if length is not None and int(length) > 0:
                     body = LengthReader(int(length))
         if body is not None:
@@ -467,7 +471,7 @@ class UpstreamResponse:
         self._conn: _ClientConnection | None = conn
         self.status: int = head.status_code
         self.reason = head.reason.decode("latin-1")
-        self.headers: list[tuple[bytes, bytes]] = list(head.headers)
+        self.headers: list[tuple[bytes, bytes]] = conn.head_fields
         self.http_version = head.http_version.decode("ascii")
         self.complete = False
 
