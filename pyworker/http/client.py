@@ -283,7 +283,6 @@ class _ClientConnection(asyncio.Protocol):
             raise ConnectionResetError("connection closed before the request was sent")
         self.received = 0
         self.last_activity = self._loop.time()
-        self.framing = _response_parser(method)
         self._h11_closed = False
         self._awaiting_head = True
         self._held.clear()
@@ -292,12 +291,15 @@ class _ClientConnection(asyncio.Protocol):
         self._take_limit = FIRST_PIECE_BYTES
         self.complete = self.keep_alive = self._reusable = False
         transport = self.transport
-        if size <= SEND_SLICE_BYTES:
+        whole = size <= SEND_SLICE_BYTES
+        if whole:
             data = body if isinstance(body, bytes) else "".join(body).encode("utf-8")
             transport.write(head + data if data else head)
-            return True
-        transport.write(head)
-        return False
+        else:
+            transport.write(head)
+        # Made once the request is on its way: the server's time hides it.
+        self.framing = _response_parser(method)
+        return whole
 
     async def send_large(self, body: Body) -> None:
         """Send the body of a request whose head `send` wrote, in slices, each once the socket takes more.
