@@ -1,11 +1,12 @@
 """HTTP/1.1 client to the model server, on h11, with a keep-alive pool.
 
 Requests are written by `wire.request_head`: their parts come from the
-worker's own code and are checked as h11 would check them. h11 parses each response head
-and whatever is unusual in a body (chunk extensions, trailers, a body
-delimited by the close), with a fresh `h11.Connection` per exchange, which
-costs less than driving one through every event of both messages; plain
-chunks and Content-Length bodies are read by `chunks.py`.
+worker's own code and are checked as h11 would check them. h11 parses each
+response head and whatever is unusual in a body (chunk extensions,
+trailers, a body delimited by the close), with a fresh `h11.Connection`
+per exchange, which costs less than driving one through every event of
+both messages; plain chunks and Content-Length bodies are read by
+`chunks.py`.
 
 A connection goes back to the pool only when the response was read to its
 end with nothing after it and both sides keep the connection alive; after
