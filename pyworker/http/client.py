@@ -30,7 +30,7 @@ import h11
 
 from .chunks import ChunkError, ChunkScanner, LengthReader
 from .flow import FlowControl
-from .headers import get_header
+from .headers import connection_tokens, get_header
 from .timers import Deadline
 from .wire import request_head
 
@@ -73,7 +73,7 @@ def _response_parser(method: bytes) -> h11.Connection:
 def _says_close(headers: Iterable[tuple[bytes, bytes]]) -> bool:
     """True when a `Connection` header holds the token `close` (names are lower case from h11)."""
     for name, value in headers:
-        if name == b"connection" and b"close" in (t.strip().lower() for t in value.split(b",")):
+        if name == b"connection" and b"close" in connection_tokens(value):
             return True
     return False
 

@@ -25,6 +25,8 @@ import re
 
 import h11
 
+from .headers import connection_tokens
+
 
 class FramingError(Exception):
     """The request cannot be framed; answer `status` and close the connection."""
@@ -111,7 +113,7 @@ def check_head(head: h11.Request, max_body_bytes: int) -> tuple[int, bool, bool]
         elif name_size == 17 and name.lower() == b"transfer-encoding":
             chunked = True  # h11 accepts only exactly one "chunked"
         elif name_size == 10 and name.lower() == b"connection":
-            plain = plain and all(t.strip().lower() == b"keep-alive" for t in value.split(b","))
+            plain = plain and all(token == b"keep-alive" for token in connection_tokens(value))
         elif name_size in (6, 7) and name.lower() in (b"expect", b"upgrade"):
             plain = False
     if chunked:

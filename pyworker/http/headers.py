@@ -21,6 +21,11 @@ HOP_BY_HOP = frozenset(
 )
 
 
+def connection_tokens(value: bytes) -> list[bytes]:
+    """The options of a `Connection` header value, in lower case (RFC 9110 section 7.6.1)."""
+    return [token.strip().lower() for token in value.split(b",")]
+
+
 def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
     """`headers` without hop-by-hop ones, including those the Connection header names."""
     items = list(headers)
@@ -28,7 +33,7 @@ def strip_hop_by_hop(headers: Iterable[tuple[bytes, bytes]]) -> list[tuple[bytes
     for key, value in items:
         if key == b"connection":
             named = set(named)
-            named.update(token.strip().lower() for token in value.split(b","))
+            named.update(connection_tokens(value))
     return [(k, v) for k, v in items if k not in named]
 
 
