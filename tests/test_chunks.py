@@ -65,11 +65,15 @@ INVALID_BODIES = [
 def h11_alone(wire: bytes, pieces: list[bytes], keep_alive: bool = False) -> tuple[Any, ...]:
     """Body and how it ended ("end", "error"), by h11 with nothing in front of it;
     with `keep_alive`, also whether h11 would use the connection again."""
+    ended = _read_by_h11(pieces)
+    return ended if keep_alive else ended[:2]
+
+
+def _read_by_h11(pieces: list[bytes]) -> tuple[bytes, str, bool]:
     conn = h11.Connection(h11.CLIENT)
     conn.send(h11.Request(method="POST", target="/", headers=[("host", "m"), ("content-length", "0")]))
     conn.send(h11.EndOfMessage())
     body = b""
-    ended: tuple[Any, ...] = (body, "error")
     try:
         for piece in [*pieces, b""]:
             conn.receive_data(piece)
@@ -86,14 +90,12 @@ def h11_alone(wire: bytes, pieces: list[bytes], keep_alive: bool = False) -> tup
                         conn.start_next_cycle()
                     except h11.LocalProtocolError:
                         reusable = False
-                    ended = (body, "end")
-                    return (*ended, reusable) if keep_alive else ended
+                    return body, "end", reusable
                 elif isinstance(event, h11.ConnectionClosed):
-                    ended = (body, "error")
-                    return (*ended, False) if keep_alive else ended
+                    return body, "error", False
     except h11.RemoteProtocolError:
-        ended = (body, "error")
-    return (*ended, False) if keep_alive else ended
+        pass
+    return body, "error", False
 
 
 class _Transport(asyncio.Transport):
