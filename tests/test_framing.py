@@ -244,5 +244,37 @@ class SameAsH11(unittest.TestCase):
         self.assertEqual(framer.buffered, len(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"))
 
 
+class Plain(unittest.TestCase):
+    """Which heads the server may answer without h11 past the head (`check_head`'s third part)."""
+
+    def plain(self, head: bytes) -> bool:
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(head)
+        event = conn.next_event()
+        assert isinstance(event, h11.Request)
+        return check_head(event, 1 << 20)[2]
+
+    def test_plain_heads(self) -> None:
+        for head in (
+            b"GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nConnection: Keep-Alive\r\nContent-Length: 2\r\n\r\n",
+        ):
+            with self.subTest(head=head):
+                self.assertTrue(self.plain(head))
+
+    def test_heads_left_to_h11(self) -> None:
+        for head in (
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"HEAD / HTTP/1.1\r\nHost: a\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade\r\nUpgrade: x\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n",
+        ):
+            with self.subTest(head=head):
+                self.assertFalse(self.plain(head))
+
+
 if __name__ == "__main__":
     unittest.main()
