@@ -188,3 +188,13 @@ class FinishedRequests(ReportCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class DiskUsage(unittest.TestCase):
+    def test_is_what_shutil_calls_used(self) -> None:
+        import shutil
+
+        from pyworker.reports import BYTES_PER_GB, disk_used_gb
+
+        # Other processes write meanwhile: a megabyte either way.
+        self.assertAlmostEqual(disk_used_gb("/"), shutil.disk_usage("/").used / BYTES_PER_GB, delta=0.001)
