@@ -12,6 +12,7 @@ import h11
 
 from pyworker.http.chunks import ChunkError, ChunkScanner, LengthReader
 from pyworker.http.client import ClientLimits, UpstreamError, _ClientConnection
+from pyworker.http.known_heads import KnownResponses
 from pyworker.http.wire import request_head
 
 HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
@@ -120,19 +121,29 @@ class _Transport(asyncio.Transport):
         pass
 
 
-def through_client(pieces: list[bytes], keep_alive: bool = False) -> tuple[Any, ...]:
+def through_client(
+    pieces: list[bytes], keep_alive: bool = False, known: KnownResponses | None = None
+) -> tuple[Any, ...]:
     """Body and end as the pool's connection reads them (head by h11, plain chunks
-    and lengths by chunks.py); with `keep_alive`, also whether it would be pooled."""
+    and lengths by chunks.py); with `keep_alive`, also whether it would be pooled.
+
+    Read twice, by two connections sharing a table of known heads: h11 reads the
+    head the first time, the table gives it the second (known_heads.py); both
+    readings must agree. With `known`, that table is used (and kept) instead.
+    """
 
     async def read() -> tuple[Any, ...]:  # the connection wants an event loop, never waits on it
-        ended = _read_through_client(pieces)
+        table = KnownResponses() if known is None else known
+        ended = _read_through_client(pieces, table)
+        again = _read_through_client(pieces, table)
+        assert again == ended, (again, ended)
         return ended if keep_alive else ended[:2]
 
     return asyncio.run(read())
 
 
-def _read_through_client(pieces: list[bytes]) -> tuple[bytes, str, bool]:
-    conn = _ClientConnection(ClientLimits())
+def _read_through_client(pieces: list[bytes], known: KnownResponses) -> tuple[bytes, str, bool]:
+    conn = _ClientConnection(ClientLimits(), known)
     conn.connection_made(_Transport())
     conn.send(request_head("POST", "/", [("host", "m"), ("content-length", "0")]), b"POST", b"", 0)
     body = b""
@@ -223,6 +234,19 @@ class Differential(unittest.TestCase):
                 pieces = [wire[:k], wire[k:]]
                 with self.subTest(wire=wire[:60], first=k):
                     self.assertEqual(through_client(pieces, keep_alive=True), (b"ok", "end", False))
+
+    def test_a_known_head_with_another_length_reads_as_h11_reads_it(self) -> None:
+        for form in (b"Content-Length: %d", b"content-length:%d", b"CONTENT-LENGTH: \t%d  "):
+            known = KnownResponses()
+            through_client([b"HTTP/1.1 200 OK\r\n%s\r\nX-A: b\r\n\r\nok" % (form % 2)], known=known)
+            for size in (0, 1, 9, 10, 250):
+                wire = b"HTTP/1.1 200 OK\r\n%s\r\nX-A: b\r\n\r\n" % (form % size) + b"y" * size
+                expected = h11_alone(wire, [wire], keep_alive=True)
+                for pieces in splits(wire)[:40]:
+                    with self.subTest(form=form, size=size, pieces=len(pieces), first=len(pieces[0])):
+                        hits = known.hits
+                        self.assertEqual(through_client(pieces, keep_alive=True, known=known), expected)
+                        self.assertEqual(known.hits, hits + 2)  # both readings came from the table
 
     def test_100_continue_then_the_answer(self) -> None:
         wire = b"HTTP/1.1 100 Continue\r\n\r\n" + HEAD + b"5\r\nhello\r\n0\r\n\r\n"

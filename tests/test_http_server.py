@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import unittest
+import unittest.mock
 
 import h11
 
@@ -76,9 +77,17 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
             await res.write_eof()
             return res
 
+        async def answer(request: Request) -> Response:
+            """The status and headers the query asks for: answers h11 writes for the server."""
+            status, _, header = request.query.partition("&")
+            name, _, value = header.partition("=")
+            headers = [(name, value)] if header else []
+            return Response(b"" if status in ("204", "304") else b"body", status=int(status), headers=headers)
+
         self.server = HTTPServer(
             [
                 post("/echo", echo),
+                post("/answer", answer),
                 get("/slow", slow),
                 get("/stream", stream),
                 get("/boom", boom),
@@ -324,6 +333,57 @@ class WireAgainstH11(unittest.TestCase):
             (200, [(b"transfer-encoding", b"chunked")]),
         ]:
             self.assertIsNone(response_head(status, headers, b"content-length: 0\r\n"))
+
+
+class KnownHeads(ServerCase):
+    """A head h11 has read is not read again when it comes back with another length (known_heads.py)."""
+
+    async def test_one_head_with_many_lengths_on_one_connection_and_on_new_ones(self) -> None:
+        bodies = [b"", b"x", b"0123456789", b"y" * 100, b"z" * 999, b"w"]
+        reader, writer = await self.connect()
+        for body in bodies:
+            writer.write(post_bytes("/echo", body))
+            self.assertEqual(await read_response(reader), (200, unittest.mock.ANY, b"echo:" + body))
+        writer.close()
+        for body in bodies:
+            status, _, answer, _closed = await self.exchange(post_bytes("/echo", body))
+            self.assertEqual((status, answer), (200, b"echo:" + body))
+        self.assertEqual(len(self.server.known_heads), 1)
+        self.assertEqual(self.server.known_heads.hits, 2 * len(bodies) - 1)  # h11 read the first only
+
+    async def test_answers_h11_writes_are_the_same_for_a_known_head(self) -> None:
+        for query, closes in (
+            ("204", False),
+            ("304", False),
+            ("200&connection=close", True),
+            ("201&content-length=4", False),
+        ):
+            head = b"POST /answer?%s HTTP/1.1\r\nHost: x\r\nContent-Length: %%d\r\n\r\n" % query.encode()
+            answers = []
+            for body in (b"a", b"bb", b"a"):  # h11 reads the first head; the table gives the others
+                reader, writer = await self.connect()
+                writer.write(head % len(body) + body + b"GET /early HTTP/1.1\r\nHost: x\r\n\r\n")
+                raw = await asyncio.wait_for(reader.read(65536), 5)
+                while not (raw.endswith(b"sent early") or closes and raw.endswith(b"body")):
+                    more = await asyncio.wait_for(reader.read(65536), 5)
+                    if not more:
+                        break
+                    raw += more
+                closed = await asyncio.wait_for(reader.read(1), 5) == b"" if closes else False
+                writer.close()
+                answers.append((raw, closed))
+            with self.subTest(query=query):
+                self.assertEqual(answers[0], answers[1])
+                self.assertEqual(answers[0], answers[2])
+                self.assertEqual(answers[0][0].endswith(b"sent early"), not closes)
+                self.assertEqual(answers[0][1], closes)
+
+    async def test_a_known_head_over_the_body_limit_is_413(self) -> None:
+        status, _, _, _closed = await self.exchange(post_bytes("/echo", b"x" * 1000))
+        self.assertEqual(status, 200)
+        status, _, body, closed = await self.exchange(post_bytes("/echo", b"x" * 1001))
+        self.assertEqual((status, closed), (413, True))
+        self.assertIn(b"over 1000 bytes", body)
 
 
 class SlowAndIdleClients(ServerCase):

@@ -1,12 +1,14 @@
 """HTTP/1.1 client to the model server, on h11, with a keep-alive pool.
 
 Requests are written by `wire.request_head`: their parts come from the
-worker's own code and are checked as h11 would check them. h11 parses each
-response head and whatever is unusual in a body (chunk extensions,
+worker's own code and are checked as h11 would check them. h11 parses the
+response heads and whatever is unusual in a body (chunk extensions,
 trailers, a body delimited by the close), with a fresh `h11.Connection`
 per exchange, which costs less than driving one through every event of
 both messages; plain chunks and Content-Length bodies are read by
-`chunks.py`.
+`chunks.py`. A response head that differs from one h11 has read only in its
+Content-Length digits is taken as h11 read that one (`known_heads.py`), and
+h11 reads it too only if something in the body needs h11 after all.
 
 A connection goes back to the pool only when the response was read to its
 end with nothing after it and both sides keep the connection alive; after
@@ -31,6 +33,7 @@ import h11
 from .chunks import ChunkError, ChunkScanner, LengthReader
 from .flow import FlowControl
 from .headers import connection_tokens, get_header
+from .known_heads import KnownResponses
 from .timers import Deadline
 from .wire import request_head
 
@@ -147,11 +150,20 @@ class ClientLimits:
 class _ClientConnection(asyncio.Protocol):
     """One connection to the model server and its `h11.Connection`."""
 
-    def __init__(self, limits: ClientLimits) -> None:
+    def __init__(self, limits: ClientLimits, known: KnownResponses | None = None) -> None:
         self._limits = limits
         self._loop = asyncio.get_running_loop()
-        # The current exchange's response parser (see `_response_parser`).
-        self.framing = h11.Connection(h11.CLIENT)
+        # The current exchange's response parser (see `_response_parser`),
+        # made when first needed: a known response head may need none.
+        self._framing: h11.Connection | None = None
+        # Response heads h11 has read (shared by the pool's connections).
+        self._known = known if known is not None else KnownResponses()
+        # A known head h11 was not given; it reads it first if it is needed after all.
+        self._unread_head = b""
+        self._head = b""  # the current response head's bytes
+        self._known_event: h11.Response | None = None
+        self._known_fields: list[tuple[bytes, bytes]] = []
+        self._known_body = False
         self.transport: asyncio.Transport | None = None
         self.flow: FlowControl | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -229,6 +241,19 @@ class _ClientConnection(asyncio.Protocol):
 
     # helpers
 
+    @property
+    def framing(self) -> h11.Connection:
+        """This exchange's h11 connection, having read the response head if it was known."""
+        framing = self._framing
+        if framing is None:
+            framing = self._framing = _response_parser(self._method)
+        if self._unread_head:
+            head, self._unread_head = self._unread_head, b""
+            framing.receive_data(head)
+            event = framing.next_event()
+            assert type(event) is h11.Response, event  # as when h11 read it before
+        return framing
+
     def _feed_eof(self) -> None:
         # Held bytes and a body in progress meet the end in `poll_event`.
         if not self._eof_fed:
@@ -254,7 +279,8 @@ class _ClientConnection(asyncio.Protocol):
 
     def end_exchange(self) -> bool:
         """The exchange is over: True when the connection may carry another one."""
-        trailing, _closed = self.framing.trailing_data
+        # h11 not made, or not given the head: it holds nothing.
+        trailing = b"" if self._framing is None or self._unread_head else self._framing.trailing_data[0]
         self._reusable = (
             self.complete
             and self.keep_alive
@@ -298,8 +324,9 @@ class _ClientConnection(asyncio.Protocol):
             transport.write(head + data if data else head)
         else:
             transport.write(head)
-        # Made once the request is on its way: the server's time hides it.
-        self.framing = _response_parser(method)
+        self._framing = None
+        self._unread_head = b""
+        self._known_event = None
         return whole
 
     async def send_large(self, body: Body) -> None:
@@ -339,6 +366,11 @@ class _ClientConnection(asyncio.Protocol):
                         raise UpstreamProtocolError("model server closed the connection mid-response")
                     self._need_data()
                     return None
+            known = self._known_event
+            if known is not None:
+                self._known_event = None
+                self._body_after(known, self._known_fields, self._known_body)
+                return known
             try:
                 event = self.framing.next_event()
             except h11.RemoteProtocolError as exc:
@@ -346,7 +378,7 @@ class _ClientConnection(asyncio.Protocol):
             if event is not h11.NEED_DATA:
                 kind = type(event)
                 if kind is h11.Response:
-                    self._body_after(cast(h11.Response, event))
+                    self._read_by_h11(cast(h11.Response, event))
                 elif kind is h11.EndOfMessage:
                     self.complete = True
                 elif kind is h11.InformationalResponse:
@@ -378,9 +410,15 @@ class _ClientConnection(asyncio.Protocol):
         # Only a head that says "chunked" somewhere can start a chunked body:
         # the others skip the header lookup in `_body_after`.
         self._maybe_chunked = b"chunked" in head.lower()
-        self.framing.receive_data(head)
         del held[: end.end()]
         self._awaiting_head = False
+        self._head = head
+        known = self._known.get(self._method, head)
+        if known is not None:
+            self._unread_head = head
+            self._known_event, self._known_fields, self._known_body = known
+        else:
+            self.framing.receive_data(head)
         return True
 
     def _give_h11_the_rest(self) -> None:
@@ -390,16 +428,24 @@ class _ClientConnection(asyncio.Protocol):
         if self._eof_fed:
             self._close_h11()
 
-    def _body_after(self, head: h11.Response) -> None:
-        """Route the body that follows `head`: plain chunks and a Content-Length body to
-        `chunks.py`, anything else (a body delimited by the close, say) to h11."""
+    def _read_by_h11(self, head: h11.Response) -> None:
+        """h11 has read a final response head: keep its reading, then route the body."""
+        # Listed once (iterating h11's Headers goes item by item through Sequence.__iter__).
+        fields = [(name.lower(), value) for name, value in head.headers.raw_items()]
+        body = self.framing.their_state is h11.SEND_BODY
+        self._known.put(self._method, self._head, head, fields, body)
+        self._body_after(head, fields, body)
+
+    def _body_after(self, head: h11.Response, fields: list[tuple[bytes, bytes]], sends_body: bool) -> None:
+        """Route the body that follows `head` (with header `fields`; h11 expects a body when
+        `sends_body`): plain chunks and a Content-Length body to `chunks.py`, anything
+        else (a body delimited by the close, say) to h11."""
         rest = bytes(self._held)
         self._held.clear()
-        # Listed once (iterating h11's Headers goes item by item through Sequence.__iter__).
-        fields = self.head_fields = [(name.lower(), value) for name, value in head.headers.raw_items()]
+        self.head_fields = fields
         self.keep_alive = head.http_version >= b"1.1" and not _says_close(fields)  # as h11 decides
         body: ChunkScanner | LengthReader | None = None
-        if self.framing.their_state is h11.SEND_BODY and self._method != b"HEAD" and head.status_code not in (204, 304):
+        if sends_body and self._method != b"HEAD" and head.status_code not in (204, 304):
             if self._maybe_chunked and (get_header(fields, b"transfer-encoding") or b"").lower() == b"chunked":
                 body = ChunkScanner()
             else:
@@ -615,6 +661,7 @@ class ConnectionPool:
         self.limits = limits or ClientLimits()
         self._idle: list[_ClientConnection] = []
         self._busy: set[_ClientConnection] = set()
+        self._known = KnownResponses()  # response heads h11 has read, for all connections
 
     async def _connect(self) -> _ClientConnection:
         loop = asyncio.get_running_loop()
@@ -622,7 +669,7 @@ class ConnectionPool:
         try:
             _, conn = await asyncio.wait_for(
                 loop.create_connection(
-                    lambda: _ClientConnection(limits),
+                    lambda: _ClientConnection(limits, self._known),
                     self.host,
                     self.port,
                     ssl=self.ssl,

@@ -127,9 +127,14 @@ def check_head(head: h11.Request, max_body_bytes: int) -> tuple[int, bool, bool]
     if lengths > 1 or not length.isdigit():  # the framer has refused these already
         raise FramingError(400, "more than one Content-Length")
     size = int(length)
+    check_length(size, max_body_bytes)
+    return size, False, plain
+
+
+def check_length(size: int, max_body_bytes: int) -> None:
+    """`FramingError` (413) when a Content-Length is over `max_body_bytes`."""
     if size > max_body_bytes:
         raise FramingError(413, f"request body over {max_body_bytes} bytes")
-    return size, False, plain
 
 
 class RequestFramer:

@@ -8,7 +8,9 @@ each to a fresh `h11.Connection`. Requests on one connection are answered
 in order: while a handler runs, pipelined bytes wait in the framer, and
 reading pauses once it holds `pipeline_buffer_bytes`.
 
-h11 parses every request head. A *plain* request (HTTP/1.1, keep-alive,
+h11 parses the request heads; one that differs from a head it has read
+before only in its Content-Length digits is taken as h11 read that one
+(`known_heads.py`). A *plain* request (HTTP/1.1, keep-alive,
 not HEAD, no body or a Content-Length one; see `framing.check_head`)
 needs nothing more of it: its body is cut by the framer, and its answer's
 head is written by `wire.response_head`, chunks framed here. Anything else
@@ -37,6 +39,7 @@ import h11
 from .flow import FlowControl
 from .framing import FramingError, RequestFramer, check_head
 from .framing import State as FramerState
+from .known_heads import KnownHeads, RequestHead
 from .messages import Headers, HTTPError, Request, Response, StreamResponse, json_response
 from .routing import Handler, Route, Router
 from .timers import Deadline
@@ -120,6 +123,8 @@ class _Exchange:
 
     __slots__ = (
         "head",
+        "raw_head",
+        "h11_read_head",
         "plain",
         "ours",
         "handler",
@@ -135,7 +140,10 @@ class _Exchange:
     )
 
     def __init__(self) -> None:
-        self.head: h11.Request | None = None
+        self.head: RequestHead | None = None
+        self.raw_head = b""  # the head's bytes, as the framer handed them out
+        # False while h11 has not been given the head (it was known: see known_heads.py)
+        self.h11_read_head = True
         self.plain = False  # a plain request (see the module docstring): its body is the framer's
         self.ours = False  # the response head was written here, not by h11 (chunks too)
         self.handler: Handler | None = None
@@ -255,7 +263,7 @@ class HTTPServerProtocol(asyncio.Protocol):
                 # Handed over before asking h11, which would only say NEED_DATA.
                 piece = framer.next_piece()
                 if piece is not None:
-                    self._conn.receive_data(piece)
+                    self._give(piece)
             while self.phase is not Phase.CLOSED:
                 ex = self._ex
                 if ex.plain:  # the body comes from the framer; h11 has done its part
@@ -284,7 +292,7 @@ class HTTPServerProtocol(asyncio.Protocol):
                             self._head_due = True
                             self._timer.set(self._limits.header_timeout_s)
                         return
-                    conn.receive_data(piece)
+                    self._give(piece)
                     continue
                 kind = type(event)
                 if kind is h11.Data:
@@ -293,7 +301,11 @@ class HTTPServerProtocol(asyncio.Protocol):
                     if ex.handler is not None:
                         ex.body.append(data)
                 elif kind is h11.Request:
-                    self._on_head(cast(h11.Request, event))
+                    head = cast(h11.Request, event)
+                    length, chunked, plain = check_head(head, self._limits.max_body_bytes)
+                    if plain:
+                        self._server.known_heads.put(self._ex.raw_head, head, length)
+                    self._on_head(head, length, chunked, plain)
                 elif kind is h11.EndOfMessage:
                     if not self._request_read():
                         return
@@ -317,8 +329,31 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._dispatch()
         return False
 
-    def _on_head(self, head: h11.Request) -> None:
-        length, chunked, plain = check_head(head, self._limits.max_body_bytes)
+    def _give(self, piece: bytes) -> None:
+        """Pass on a piece from the framer: a head read before is taken as h11 read it, all else goes to h11."""
+        if self._framer.state is FramerState.PARSING:  # the piece is a request head
+            ex = self._ex
+            ex.raw_head = piece
+            known = self._server.known_heads.get(piece, self._limits.max_body_bytes)
+            if known is not None:
+                ex.h11_read_head = False
+                head, length = known
+                self._on_head(head, length, False, True)
+                return
+        self._conn.receive_data(piece)
+
+    def _h11_answering(self) -> h11.Connection:
+        """h11, to write an answer: a known head it was not given, it reads first (as it did before)."""
+        conn = self._conn
+        ex = self._ex
+        if not ex.h11_read_head:
+            ex.h11_read_head = True
+            conn.receive_data(ex.raw_head)
+            event = conn.next_event()
+            assert type(event) is h11.Request, event
+        return conn
+
+    def _on_head(self, head: RequestHead, length: int, chunked: bool, plain: bool) -> None:
         framer = self._framer
         framer.start_body(length, chunked)
         ex = self._ex
@@ -438,7 +473,7 @@ class HTTPServerProtocol(asyncio.Protocol):
                     assert self._transport is not None
                     self._transport.writelines((head, body))
                 return
-        conn = self._conn
+        conn = self._h11_answering()
         headers = response.headers + [(b"content-length", b"%d" % len(body))]
         out = conn.send(h11.Response(status_code=response.status, headers=headers, reason=_reason(response.status)))
         assert out is not None
@@ -469,7 +504,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         ex = self._ex
         out = response_head(status, headers, b"Transfer-Encoding: chunked\r\n") if ex.plain else None
         if out is None:
-            out = self._conn.send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
+            out = self._h11_answering().send(h11.Response(status_code=status, headers=headers, reason=_reason(status)))
             assert out is not None
         else:
             ex.ours = True
@@ -630,6 +665,8 @@ class HTTPServer:
     def __init__(self, routes: Iterable[Route], limits: ServerLimits | None = None) -> None:
         self.router = Router(routes)
         self.limits = limits or ServerLimits()
+        # Request heads h11 has read, for the next ones that differ only in length.
+        self.known_heads = KnownHeads()
         # Insertion-ordered: the oldest connection comes first.
         self.connections: dict[HTTPServerProtocol, None] = {}
         self._server: asyncio.Server | None = None
