@@ -248,6 +248,33 @@ class Differential(unittest.TestCase):
                         self.assertEqual(through_client(pieces, keep_alive=True, known=known), expected)
                         self.assertEqual(known.hits, hits + 2)  # both readings came from the table
 
+    def test_a_handler_that_changes_the_headers_changes_no_other_response(self) -> None:
+        async def read_then_change(wire: bytes, known: KnownResponses) -> list[tuple[bytes, bytes]]:
+            """The head's fields as read; then changed, as a handler may change UpstreamResponse.headers."""
+            conn = _ClientConnection(ClientLimits(), known)
+            conn.connection_made(_Transport())
+            conn.send(request_head("POST", "/", [("host", "m"), ("content-length", "0")]), b"POST", b"", 0)
+            conn.data_received(wire)
+            while not isinstance(conn.poll_event(), h11.Response):
+                pass
+            fields = conn.head_fields
+            read = list(fields)
+            fields.append((b"x-added", b"by a handler"))
+            fields[0] = (b"x-changed", b"too")
+            return read
+
+        for wire in (HEAD + b"0\r\n\r\n", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nok"):
+            conn = h11.Connection(h11.CLIENT)
+            conn.send(h11.Request(method="POST", target="/", headers=[("host", "m")]))
+            conn.receive_data(wire)
+            event = conn.next_event()
+            assert isinstance(event, h11.Response)
+            expected = [(name.lower(), value) for name, value in event.headers.raw_items()]
+            known = KnownResponses()
+            for _ in range(3):  # h11 reads the first; the table gives the others
+                self.assertEqual(asyncio.run(read_then_change(wire, known)), expected)
+            self.assertEqual(known.hits, 2)
+
     def test_100_continue_then_the_answer(self) -> None:
         wire = b"HTTP/1.1 100 Continue\r\n\r\n" + HEAD + b"5\r\nhello\r\n0\r\n\r\n"
         for pieces in splits(wire):

@@ -186,10 +186,10 @@ class KnownResponses(_Table[tuple[h11.Response, list[tuple[bytes, bytes]], int, 
         if known is None:
             return None
         event, fields, at, body = known
-        if at >= 0:
-            assert digits is not None
-            fields = _with_length(fields, at, digits)
-        return event, fields, body
+        if at < 0:
+            return event, fields.copy(), body  # a copy: the response's headers are the handler's to change
+        assert digits is not None
+        return event, _with_length(fields, at, digits), body
 
     def put(
         self, method: bytes, head: bytes, event: h11.Response, fields: list[tuple[bytes, bytes]], body: bool
@@ -204,4 +204,5 @@ class KnownResponses(_Table[tuple[h11.Response, list[tuple[bytes, bytes]], int, 
             size = int(value) if value.isdigit() else -1
         at = _length_at(fields, digits, size)
         if at is not None:
-            self._keep(method + b" " + key, (event, fields, at, body))
+            # A copy: `fields` become the response's headers, the handler's to change.
+            self._keep(method + b" " + key, (event, fields.copy(), at, body))
