@@ -20,7 +20,9 @@ new key, and h11 reads it. `tests/test_known_heads.py` (requests) and
 `tests/test_chunks.py` (responses) compare both readings.
 
 The table is small and starts afresh when full: a client that sends ever
-new heads costs h11's parse per head, as it would without it.
+new heads costs h11's parse per head, as it would without it. Keys are
+the heads' own bytes, so what one client sends is only ever read back for
+the very same bytes: no client can change how another's head is read.
 """
 
 from __future__ import annotations
