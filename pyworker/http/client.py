@@ -161,9 +161,8 @@ class _ClientConnection(asyncio.Protocol):
         # A known head h11 was not given; it reads it first if it is needed after all.
         self._unread_head = b""
         self._head = b""  # the current response head's bytes
-        self._known_event: h11.Response | None = None
-        self._known_fields: list[tuple[bytes, bytes]] = []
-        self._known_body = False
+        # h11's earlier reading of that head (event, fields, a body follows), until routed.
+        self._known_reading: tuple[h11.Response, list[tuple[bytes, bytes]], bool] | None = None
         self.transport: asyncio.Transport | None = None
         self.flow: FlowControl | None = None
         self._waiter: asyncio.Future[None] | None = None
@@ -326,7 +325,7 @@ class _ClientConnection(asyncio.Protocol):
             transport.write(head)
         self._framing = None
         self._unread_head = b""
-        self._known_event = None
+        self._known_reading = None
         return whole
 
     async def send_large(self, body: Body) -> None:
@@ -366,11 +365,11 @@ class _ClientConnection(asyncio.Protocol):
                         raise UpstreamProtocolError("model server closed the connection mid-response")
                     self._need_data()
                     return None
-            known = self._known_event
-            if known is not None:
-                self._known_event = None
-                self._body_after(known, self._known_fields, self._known_body)
-                return known
+            reading = self._known_reading
+            if reading is not None:
+                self._known_reading = None
+                self._body_after(*reading)
+                return reading[0]
             try:
                 event = self.framing.next_event()
             except h11.RemoteProtocolError as exc:
@@ -416,7 +415,7 @@ class _ClientConnection(asyncio.Protocol):
         known = self._known.get(self._method, head)
         if known is not None:
             self._unread_head = head
-            self._known_event, self._known_fields, self._known_body = known
+            self._known_reading = known
         else:
             self.framing.receive_data(head)
         return True
