@@ -187,7 +187,6 @@ class _ClientConnection(asyncio.Protocol):
         self._body: ChunkScanner | LengthReader | None = None
         self._method = b""
         self._h11_closed = False
-        self._maybe_chunked = False
         self._take_limit = 0  # see FIRST_PIECE_BYTES; 0 once the first piece was taken
         # The current response's header fields, names in lower case.
         self.head_fields: list[tuple[bytes, bytes]] = []
@@ -406,9 +405,6 @@ class _ClientConnection(asyncio.Protocol):
                 raise UpstreamProtocolError(f"model server's response head is over {MAX_RESPONSE_HEAD_BYTES} bytes")
             return False
         head = bytes(held[: end.end()])
-        # Only a head that says "chunked" somewhere can start a chunked body:
-        # the others skip the header lookup in `_body_after`.
-        self._maybe_chunked = b"chunked" in head.lower()
         del held[: end.end()]
         self._awaiting_head = False
         self._head = head
@@ -445,7 +441,7 @@ class _ClientConnection(asyncio.Protocol):
         self.keep_alive = head.http_version >= b"1.1" and not _says_close(fields)  # as h11 decides
         body: ChunkScanner | LengthReader | None = None
         if sends_body and self._method != b"HEAD" and head.status_code not in (204, 304):
-            if self._maybe_chunked and (get_header(fields, b"transfer-encoding") or b"").lower() == b"chunked":
+            if (get_header(fields, b"transfer-encoding") or b"").lower() == b"chunked":
                 body = ChunkScanner()
             else:
                 length = get_header(fields, b"content-length")  # h11 checked it: digits
