@@ -50,14 +50,15 @@ class AgainstAModel(unittest.IsolatedAsyncioTestCase):
         self.assertGreater(result.seconds, 0.29)
 
     async def test_run_gives_the_best_round(self) -> None:
-        # After the warm-up request, rounds of 4 take 0.3 s, 0.01 s, then 0.3 s: the second is best,
-        # by a margin (30x) that a busy machine's hiccup of a few tens of milliseconds cannot close.
+        # After the warm-up request, rounds of 4 take 0.5 s, 0.01 s, then 0.5 s: the second is best,
+        # by a margin that a busy machine's stall cannot close (CI once saw the short round take
+        # 0.11 s). The result must be that round's figure, not a mean of the three.
         served = 0
 
         async def generate(_: Request) -> Response:
             nonlocal served
             served += 1
-            await asyncio.sleep(0.3 if served <= 5 else 0.01 if served <= 9 else 0.3)
+            await asyncio.sleep(0.5 if served <= 5 else 0.01 if served <= 9 else 0.5)
             return json_response({"generated_text": "ok"})
 
         server = HTTPServer([post("/generate", generate)])
@@ -72,7 +73,7 @@ class AgainstAModel(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(len(rounds), 3)
         self.assertEqual(max(rounds), rounds[1])
         self.assertAlmostEqual(best, rounds[1], delta=0.1)
-        self.assertGreater(best, 3 * max(rounds[0], rounds[2]))
+        self.assertGreater(best, 1.5 * max(rounds[0], rounds[2]))
 
     async def test_warm_up_waits_for_a_model_that_logs_loaded_before_it_listens(self) -> None:
         port = free_port()
