@@ -27,7 +27,7 @@ class HelloWorldThroughWorker(unittest.TestCase):
 
     @classmethod
     def setUpClass(cls) -> None:
-        cls.model = ModelProcess("--token-delay", "0.15")
+        cls.model = ModelProcess("--token-delay", "0.25")
         # The worker follows an empty log: it never sees "loaded", so no benchmark
         # runs beside these tests (readiness is tested in test_autoscaler_e2e).
         cls.worker = WorkerProcess("workers.hello_world", cls.model.url, "/dev/null")
@@ -68,11 +68,11 @@ class HelloWorldThroughWorker(unittest.TestCase):
         self.assertIn(b"200", head.split(b"\r\n")[0])
         self.assertIn(b"text/event-stream", head)
         self.assertEqual(len(arrivals), 4)
-        # The model writes a token every 0.15 s; each must arrive on its own,
-        # not held back until the next one or the end.
+        # The model writes a token every 0.25 s; each must arrive on its own,
+        # not held back until the next one or the end (with room for a busy machine's stall).
         gaps = [b - a for a, b in zip(arrivals, arrivals[1:], strict=False)]
-        self.assertTrue(all(g > 0.08 for g in gaps), f"arrivals {arrivals}")
-        self.assertLess(arrivals[0], 0.12, f"first token late: {arrivals}")
+        self.assertTrue(all(g > 0.12 for g in gaps), f"arrivals {arrivals}")
+        self.assertLess(arrivals[0], 0.2, f"first token late: {arrivals}")
 
     def test_invalid_json_is_422(self) -> None:
         status, _, answer = http_call(self.worker.port, "POST", "/generate", b"{not json")
