@@ -21,8 +21,10 @@ runs and machines, ratios much less.
 Rows: requests/s at concurrency 64 and the latency added at concurrency 1
 (/generate, 16-token answer); time to first byte added to a stream of 300
 events 1 ms apart, and to one of 300 events written back to back (a burst),
-and the body throughput of 16 such bursts at once; RSS when ready; and the
-time from a (re)start to the first proxied answer. The latency rows take the
+and the body throughput of 16 such bursts at once; RSS when ready (at the
+start of a round, settled) and after those rows' load; and the time from a
+(re)start to the first proxied answer (which leaves the next round a fresh
+worker). The latency rows take the
 subjects in turn (0.25 s blocks at concurrency 1, one stream each for first
 bytes), so that the machine's moods fall on all of them alike.
 
@@ -637,6 +639,12 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
     stream = {"prompt": prompt, "max_response_tokens": STREAM_TOKENS}
     rows: list[Row] = []
 
+    def rss() -> dict[str, float]:
+        return {s.name: sum(rss_mb(pid) for pid in s.pid()) for s in subjects if s.pid()}
+
+    # Every subject is ready here: started (or restarted by the last round) and settled.
+    ready_rss = rss()
+
     rps = {
         s.name: asyncio.run(closed_loop(s.fast, s.request(stack, "/generate", s.fast, fast), 64, seconds))[0]
         for s in subjects
@@ -679,9 +687,8 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
             "x",
         )
     )
-    rows.append(
-        Row("RSS when ready", "MB", {s.name: sum(rss_mb(pid) for pid in s.pid()) for s in subjects if s.pid()}, "x")
-    )
+    rows.append(Row("RSS when ready", "MB", ready_rss, "x"))
+    rows.append(Row("RSS after the rows above (the load leaves some)", "MB", rss(), "x"))
 
     starts: dict[str, float] = {}
     for s in subjects:
@@ -781,6 +788,8 @@ def main() -> None:
         )
         prompt = random_words(250, random.Random(11))
         for number in range(1, args.rounds + 1):
+            if number > 1:
+                time.sleep(6.0)  # the workers the last round restarted settle, as above
             print_round(number, measure_round(stack, subjects, prompt, args.seconds), names)
         ours = subjects[-1]
         print("\npyworker alone")
