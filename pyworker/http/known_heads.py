@@ -34,6 +34,7 @@ from typing import Generic, Protocol, TypeVar
 import h11
 
 from .framing import check_length
+from .headers import get_header
 
 T = TypeVar("T")
 
@@ -202,7 +203,7 @@ class KnownResponses(_Table[tuple[h11.Response, list[tuple[bytes, bytes]], int, 
         key, digits = head_key(head)
         size = -1
         if digits is not None:
-            value = dict(fields).get(b"content-length", b"")
+            value = get_header(fields, b"content-length") or b""
             size = int(value) if value.isdigit() else -1
         at = _length_at(fields, digits, size)
         if at is not None:
