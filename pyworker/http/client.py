@@ -313,6 +313,9 @@ class _ClientConnection(asyncio.Protocol):
         self._held.clear()
         self._body = None
         self._method = method
+        self._framing = None
+        self._unread_head = b""
+        self._known_reading = None
         self._take_limit = FIRST_PIECE_BYTES
         self.complete = self.keep_alive = self._reusable = False
         transport = self.transport
@@ -322,9 +325,6 @@ class _ClientConnection(asyncio.Protocol):
             transport.write(head + data if data else head)
         else:
             transport.write(head)
-        self._framing = None
-        self._unread_head = b""
-        self._known_reading = None
         return whole
 
     async def send_large(self, body: Body) -> None:
