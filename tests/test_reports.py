@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import unittest
 from typing import Any
 
 from pyworker.dev.ports import free_port
 from pyworker.http import HTTPServer, Request, Response, json_response, post
 from pyworker.metrics import MAX_FINISHED_RECORDS, Metrics, Outcome
-from pyworker.reports import Autoscaler, Identity, Reporter
+from pyworker.reports import BYTES_PER_GB, Autoscaler, Identity, Reporter, disk_used_gb
 from pyworker.status import Phase, WorkerStatus
 from tests.support import STATUS_FIELDS
 
@@ -186,15 +187,11 @@ class FinishedRequests(ReportCase):
         self.assertEqual(self.metrics.totals[Outcome.SUCCESS], MAX_FINISHED_RECORDS + 5)
 
 
-if __name__ == "__main__":
-    unittest.main()
-
-
 class DiskUsage(unittest.TestCase):
     def test_is_what_shutil_calls_used(self) -> None:
-        import shutil
-
-        from pyworker.reports import BYTES_PER_GB, disk_used_gb
-
         # Other processes write meanwhile: a megabyte either way.
         self.assertAlmostEqual(disk_used_gb("/"), shutil.disk_usage("/").used / BYTES_PER_GB, delta=0.001)
+
+
+if __name__ == "__main__":
+    unittest.main()
