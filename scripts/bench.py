@@ -24,9 +24,9 @@ events 1 ms apart, and to one of 300 events written back to back (a burst),
 and the body throughput of 16 such bursts at once; RSS when ready (at the
 start of a round, settled) and after those rows' load; and the time from a
 (re)start to the first proxied answer (which leaves the next round a fresh
-worker). The latency rows take the
-subjects in turn (0.25 s blocks at concurrency 1, one stream each for first
-bytes), so that the machine's moods fall on all of them alike.
+worker). The latency rows take the subjects in turn (0.25 s blocks at
+concurrency 1, one stream each for first bytes), so that the machine's
+moods fall on all of them alike.
 
 `--baseline DIR` adds the hello_world worker of another checkout (for
 instance `git worktree add /tmp/base HEAD~3`), to measure a change side by side.
@@ -64,6 +64,9 @@ REFERENCE_VERSION = "1.9.1"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pyworker"
 LOADED_LINE = "infer server has started"
 STREAM_TOKENS = 300
+# A worker's start-up benchmark takes a second or two, and its Unicode tables
+# are built 5 s after the tokenizer loads: RSS when ready counts both.
+SETTLE_S = 6.0
 
 # The reference PyWorker's configuration: our own script against its public API.
 REFERENCE_WORKER = """
@@ -776,9 +779,7 @@ def main() -> None:
             for port in pair.ports.values():
                 wait_port(port, 60)
             pair.mark_loaded()
-        # The benchmarks against the stand-in take a second or two, and the
-        # Unicode tables are built 5 s after the tokenizer loads: RSS counts them.
-        time.sleep(6.0)
+        time.sleep(SETTLE_S)
         subjects += [pair.subject() for pair in workers]
         names = [s.name for s in subjects]
         print(
@@ -789,7 +790,7 @@ def main() -> None:
         prompt = random_words(250, random.Random(11))
         for number in range(1, args.rounds + 1):
             if number > 1:
-                time.sleep(6.0)  # the workers the last round restarted settle, as above
+                time.sleep(SETTLE_S)  # the workers the last round restarted
             print_round(number, measure_round(stack, subjects, prompt, args.seconds), names)
         ours = subjects[-1]
         print("\npyworker alone")
