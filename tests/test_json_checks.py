@@ -23,6 +23,11 @@ class LoadsChecked(unittest.TestCase):
         self.assertIsInstance(loads_checked(limit), list)
         self.assertIn("nested deeper", self.refused(b"[" + limit + b"]"))
 
+    def test_nesting_of_both_kinds_counts_both(self) -> None:
+        # 40 of each: neither kind alone is over the limit, both together are.
+        body = b'[{"a":' * 40 + b"1" + b"}]" * 40
+        self.assertIn("nested deeper", self.refused(body))
+
     def test_many_brackets_but_shallow_is_accepted(self) -> None:
         body = json.dumps({"messages": [{"role": "user", "content": [{"type": "text"}]}] * 200}).encode()
         self.assertEqual(len(loads_checked(body)["messages"]), 200)

@@ -58,11 +58,25 @@ def loads_checked(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
     except ValueError as exc:
         raise JsonBodyError(f"invalid JSON: {exc}") from None
     del text
-    deep = body.count(b"[") + body.count(b"{") > max_depth
-    surrogates = b"\\ud" in body or b"\\uD" in body
-    if deep or surrogates:
+    # Single-byte finds (memchr) first: most bodies have no backslash at all,
+    # and few brackets. Four full scans cost more than parsing a prompt.
+    surrogates = b"\\" in body and (b"\\ud" in body or b"\\uD" in body)
+    if surrogates or _more_brackets(body, max_depth):
         _walk(data, max_depth, surrogates)
     return data
+
+
+def _more_brackets(body: bytes, limit: int) -> bool:
+    """True when `body` holds more than `limit` opening brackets, `[` and `{` together."""
+    seen = 0
+    for bracket in (b"[", b"{"):
+        at = body.find(bracket)
+        while at >= 0:
+            seen += 1
+            if seen > limit:
+                return True
+            at = body.find(bracket, at + 1)
+    return False
 
 
 def _walk(data: Any, max_depth: int, surrogates: bool) -> None:
