@@ -108,6 +108,42 @@ class PoolReuse(ClientCase):
         self.assertEqual(server.connections, 2)
 
 
+class RequestHeads(ClientCase):
+    async def test_each_head_is_request_heads_whole_for_its_own_call(self) -> None:
+        heads: list[bytes] = []
+
+        async def keep_alive(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:
+            while True:
+                heads.append(await read_request(reader))
+                writer.write(OK)
+
+        _, pool = await self.serve(keep_alive)
+        host = pool.netloc
+        calls: list[tuple[str, str, bytes, list[tuple[str, str]], str | None]] = [
+            ("POST", "/generate", b'{"a":1}', [], "application/json"),
+            ("POST", "/generate", b'{"a":12345}', [], "application/json"),  # a kept head, another length
+            ("POST", "/generate", b"", [], "application/json"),
+            ("POST", "/generate", b"{}", [("x-trace", "1")], "application/json"),
+            ("POST", "/generate", b"{}", [("x-trace", "2")], "application/json"),
+            ("POST", "/generate", b"{}", [], None),
+            ("POST", "/other", b"{}", [], "application/json"),
+            ("GET", "/generate", b"", [], None),
+            ("GET", "/generate", b"", [("accept", "*/*")], None),
+        ]
+        for method, path, body, headers, content_type in calls:
+            async with await pool.request(method, path, body, headers, content_type) as res:
+                await res.read()
+        expected = []
+        for method, path, body, headers, content_type in calls:
+            fields = [("host", host), *headers]
+            if content_type is not None:
+                fields.append(("content-type", content_type))
+            if body or method != "GET":
+                fields.append(("content-length", str(len(body))))
+            expected.append(request_head(method, path, fields))
+        self.assertEqual(heads, expected)
+
+
 class StaleConnections(ClientCase):
     async def test_pooled_connection_the_server_closed_is_not_reused(self) -> None:
         async def one_then_close(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, n: int) -> None:

@@ -52,6 +52,9 @@ FIRST_PIECE_BYTES = 4096
 # Request bodies over this size are sent in slices of it.
 SEND_SLICE_BYTES = 256 * 1024
 
+# Request heads kept written per pool (one per route and content type, in practice).
+MAX_KEPT_HEADS = 32
+
 _EOM = h11.EndOfMessage()
 # One request event per method, sent to each exchange's fresh h11.Connection
 # so that it reads the response as the answer to that method.
@@ -657,6 +660,22 @@ class ConnectionPool:
         self._idle: list[_ClientConnection] = []
         self._busy: set[_ClientConnection] = set()
         self._known = KnownResponses()  # response heads h11 has read, for all connections
+        # Request heads written, by method, path, headers and content type (see _head).
+        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...], str | None], bytes] = {}
+
+    def _head(self, method: str, path: str, headers: tuple[tuple[str, str], ...], content_type: str | None) -> bytes:
+        """The request head but for its Content-Length: written and checked once per shape, then kept."""
+        key = (method, path, headers, content_type)
+        head = self._heads.get(key)
+        if head is None:
+            fields = [("host", self.netloc), *headers]
+            if content_type is not None:
+                fields.append(("content-type", content_type))
+            head = request_head(method, self.prefix + path, fields)
+            if len(self._heads) >= MAX_KEPT_HEADS:
+                self._heads.clear()
+            self._heads[key] = head
+        return head
 
     async def _connect(self) -> _ClientConnection:
         loop = asyncio.get_running_loop()
@@ -716,13 +735,10 @@ class ConnectionPool:
         request was written when an idle connection could take it at once
         (work done then overlaps the server's), else before connecting.
         """
-        hdrs = [("host", self.netloc), *headers]
-        if content_type is not None:
-            hdrs.append(("content-type", content_type))
         size = body_size(body)
+        head = self._head(method, path, tuple((name, value) for name, value in headers), content_type)
         if size or method not in ("GET", "HEAD"):
-            hdrs.append(("content-length", str(size)))
-        head = request_head(method, self.prefix + path, hdrs)
+            head = b"%scontent-length: %d\r\n\r\n" % (head[:-2], size)
         method_b = method.encode("ascii")
         retriable = method in IDEMPOTENT_METHODS
         timeout_s = self.limits.read_timeout_s
