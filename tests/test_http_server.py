@@ -320,8 +320,9 @@ class WireAgainstH11(unittest.TestCase):
             with self.subTest(headers=headers):
                 with self.assertRaises(h11.LocalProtocolError):
                     h11_answer(200, headers, b"", [])
-                with self.assertRaises(ValueError):
-                    response_head(200, headers, b"content-length: 0\r\n")
+                for _ in range(2):  # and again: a refusal is never kept as a head
+                    with self.assertRaises(ValueError):
+                        response_head(200, headers, b"content-length: 0\r\n")
 
     def test_framing_headers_and_bodiless_statuses_are_left_to_h11(self) -> None:
         for status, headers in [
@@ -332,7 +333,8 @@ class WireAgainstH11(unittest.TestCase):
             (200, [(b"connection", b"close")]),
             (200, [(b"transfer-encoding", b"chunked")]),
         ]:
-            self.assertIsNone(response_head(status, headers, b"content-length: 0\r\n"))
+            for _ in range(2):  # the second from what was kept of the first
+                self.assertIsNone(response_head(status, headers, b"content-length: 0\r\n"))
 
 
 class KnownHeads(ServerCase):

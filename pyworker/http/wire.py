@@ -11,6 +11,7 @@ and `tests/test_http_server.py` compare their bytes with h11's.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -55,8 +56,18 @@ def response_head(status: int, headers: list[tuple[bytes, bytes]], framing: byte
     `ValueError` for a header h11 would refuse to send."""
     if status < 200 or status in (204, 304):
         return None
+    lines = _response_fields(tuple(headers))
+    if lines is None:
+        return None
+    return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, REASONS.get(status, b""), lines, framing)
+
+
+# A model server's answers carry the same headers again and again (a Date
+# changes once a second): each set is checked once, not once per answer.
+@functools.lru_cache(maxsize=64)
+def _response_fields(headers: tuple[tuple[bytes, bytes], ...]) -> bytes | None:
+    """The field lines of `headers`, checked; None when one of them is in FRAMING_HEADERS."""
     for name, _ in headers:
         if name.lower() in FRAMING_HEADERS:
             return None
-    lines = _field_lines(headers)
-    return b"HTTP/1.1 %d %s\r\n%s%s\r\n" % (status, REASONS.get(status, b""), b"".join(lines), framing)
+    return b"".join(_field_lines(headers))
