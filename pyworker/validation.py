@@ -116,6 +116,20 @@ def from_dict(cls: type[T], data: Any, where: str | None = None) -> T:
     the key `where` when given.
     """
     klass: type = cls
+    if type(data) is dict:
+        # One pass for a body that fits, as nearly all do; a misfit is
+        # looked at again below, to name every bad field.
+        values: dict[str, Any] = {}
+        for name, required, check in _fields(klass):
+            if name in data:
+                value = data[name]
+                if check(value) is not None:
+                    break
+                values[name] = value
+            elif required:
+                break
+        else:
+            return cls(**values)
     errors = field_errors(klass, data)
     if errors:
         if "" in errors:
