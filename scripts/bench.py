@@ -28,6 +28,8 @@ worker). The latency rows take the subjects in turn (0.25 s blocks at
 concurrency 1, one stream each for first bytes), so that the machine's
 moods fall on all of them alike.
 
+`--floor` adds scripts/floor_proxy.py, which passes bytes through on
+asyncio and does nothing else: what any proxy written on asyncio costs here.
 `--baseline DIR` adds the hello_world worker of another checkout (for
 instance `git worktree add /tmp/base HEAD~3`), to measure a change side by side.
 """
@@ -625,6 +627,18 @@ def nginx_subject(stack: Stack) -> Subject | None:
     return Subject("nginx", fast, paced, False, pid=pids, restart=restart)
 
 
+def floor_subject(stack: Stack) -> Subject:
+    """scripts/floor_proxy.py in front of each model: what asyncio alone costs a proxy here."""
+    ports = {"fast": free_port(), "paced": free_port()}
+    procs = {
+        which: stack.spawn(1, [sys.executable, str(ROOT / "scripts" / "floor_proxy.py"), str(port), str(model)])
+        for (which, port), model in zip(ports.items(), (stack.fast_model, stack.paced_model), strict=True)
+    }
+    for port in ports.values():
+        wait_port(port, 10)
+    return Subject("floor", ports["fast"], ports["paced"], False, pid=lambda: [procs["fast"].pid])
+
+
 # -- the rows --------------------------------------------------------------------------
 
 
@@ -660,14 +674,22 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
     )
 
     def median_first_bytes(paced: bool) -> dict[str, float]:
-        """Each subject's median over 30 fresh connections, taken in turn."""
+        """Each subject's median over 30 fresh connections, taken in turn.
+
+        The order turns by one each time: a burst's first byte depends on
+        how the model and the load generator share core 0 just then, and
+        in a fixed order the subject after another worker came off worse
+        every time (+2 ms where it made +0.6 in another place).
+        """
         targets = []
         for s in subjects:
             port = s.paced if paced else s.fast
             targets.append((port, s.request(stack, "/generate_stream", port, stream)))
         samples: list[list[float]] = [[] for _ in subjects]
         for n in range(31):
-            for i, (port, req) in enumerate(targets):
+            for k in range(len(targets)):
+                i = (n + k) % len(targets)
+                port, req = targets[i]
                 took = asyncio.run(first_byte(port, req))
                 if n:  # the first is a warm-up
                     samples[i].append(took)
@@ -746,6 +768,11 @@ def main() -> None:
         "--access-log", action="store_true", help="also measure pyworker writing its access lines (pyw+log)"
     )
     parser.add_argument(
+        "--floor",
+        action="store_true",
+        help="also measure scripts/floor_proxy.py: bytes passed through on asyncio, no work (the floor)",
+    )
+    parser.add_argument(
         "--baseline",
         metavar="DIR",
         help="also measure the hello_world worker of another checkout (a git worktree of an older commit, say)",
@@ -760,6 +787,8 @@ def main() -> None:
             found = nginx_subject(stack)
             if found is not None:
                 subjects.append(found)
+        if args.floor:
+            subjects.append(floor_subject(stack))
         workers = []
         if ref_python is not None:
             workers.append(
