@@ -16,6 +16,7 @@ from pyworker.http import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from pyworker.http.client import MAX_KEPT_HEAD_BYTES
 from pyworker.http.wire import request_head
 
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
@@ -129,6 +130,8 @@ class RequestHeads(ClientCase):
             ("POST", "/other", b"{}", [], "application/json"),
             ("GET", "/generate", b"", [], None),
             ("GET", "/generate", b"", [("accept", "*/*")], None),
+            ("POST", "/generate", b"{}", [("x-long", "v" * 3000)], None),  # too long to keep
+            ("POST", "/generate", b"{1}", [("x-long", "v" * 3000)], None),
         ]
         for method, path, body, headers, content_type in calls:
             async with await pool.request(method, path, body, headers, content_type) as res:
@@ -142,6 +145,7 @@ class RequestHeads(ClientCase):
                 fields.append(("content-length", str(len(body))))
             expected.append(request_head(method, path, fields))
         self.assertEqual(heads, expected)
+        self.assertTrue(all(len(head) <= MAX_KEPT_HEAD_BYTES for head in pool._heads.values()))
 
 
 class StaleConnections(ClientCase):

@@ -9,7 +9,17 @@ import unittest.mock
 
 import h11
 
-from pyworker.http import ClientDisconnected, HTTPServer, Request, Response, ServerLimits, StreamResponse, get, post
+from pyworker.http import (
+    ClientDisconnected,
+    HTTPServer,
+    Request,
+    Response,
+    ServerLimits,
+    StreamResponse,
+    get,
+    post,
+    wire,
+)
 from pyworker.http.wire import REASONS, response_head
 from tests.support import post_bytes, read_response
 
@@ -314,6 +324,16 @@ class WireAgainstH11(unittest.TestCase):
                 assert head is not None
                 ours = head + b"".join(b"%x\r\n" % len(p) + p + b"\r\n" for p in pieces) + b"0\r\n\r\n"
                 self.assertEqual(ours, h11_answer(200, headers, None, pieces))
+
+    def test_kept_header_sets_are_bounded_and_long_ones_never_kept(self) -> None:
+        long_set = [(b"x-long", b"v" * 3000)]
+        for _ in range(2):
+            head = response_head(200, long_set, b"content-length: 0\r\n")
+            self.assertEqual(head, h11_answer(200, long_set, b"", []))
+        self.assertNotIn(tuple(long_set), wire._kept_fields)
+        for n in range(3 * wire.MAX_KEPT_SETS):
+            response_head(200, [(b"x-n", b"%d" % n)], b"content-length: 0\r\n")
+            self.assertLessEqual(len(wire._kept_fields), wire.MAX_KEPT_SETS)
 
     def test_what_h11_refuses_is_refused(self) -> None:
         for headers in self.REFUSED:

@@ -52,8 +52,10 @@ FIRST_PIECE_BYTES = 4096
 # Request bodies over this size are sent in slices of it.
 SEND_SLICE_BYTES = 256 * 1024
 
-# Request heads kept written per pool (one per route and content type, in practice).
+# Request heads kept written per pool (one per route and content type, in
+# practice), if no longer than MAX_KEPT_HEAD_BYTES.
 MAX_KEPT_HEADS = 32
+MAX_KEPT_HEAD_BYTES = 2048
 
 _EOM = h11.EndOfMessage()
 # One request event per method, sent to each exchange's fresh h11.Connection
@@ -672,9 +674,10 @@ class ConnectionPool:
             if content_type is not None:
                 fields.append(("content-type", content_type))
             head = request_head(method, self.prefix + path, fields)
-            if len(self._heads) >= MAX_KEPT_HEADS:
-                self._heads.clear()
-            self._heads[key] = head
+            if len(head) <= MAX_KEPT_HEAD_BYTES:  # keys hold the headers' text
+                if len(self._heads) >= MAX_KEPT_HEADS:
+                    self._heads.clear()
+                self._heads[key] = head
         return head
 
     async def _connect(self) -> _ClientConnection:

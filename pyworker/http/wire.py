@@ -11,7 +11,6 @@ and `tests/test_http_server.py` compare their bytes with h11's.
 
 from __future__ import annotations
 
-import functools
 import re
 from collections.abc import Iterable
 from http import HTTPStatus
@@ -63,11 +62,22 @@ def response_head(status: int, headers: list[tuple[bytes, bytes]], framing: byte
 
 
 # A model server's answers carry the same headers again and again (a Date
-# changes once a second): each set is checked once, not once per answer.
-@functools.lru_cache(maxsize=64)
+# changes once a second): each set is checked once, not once per answer,
+# and kept if short (a table of 64, started afresh when full).
+MAX_KEPT_SETS = 64
+MAX_KEPT_FIELD_BYTES = 2048
+_kept_fields: dict[tuple[tuple[bytes, bytes], ...], bytes | None] = {}
+
+
 def _response_fields(headers: tuple[tuple[bytes, bytes], ...]) -> bytes | None:
     """The field lines of `headers`, checked; None when one of them is in FRAMING_HEADERS."""
-    for name, _ in headers:
-        if name.lower() in FRAMING_HEADERS:
-            return None
-    return b"".join(_field_lines(headers))
+    if headers in _kept_fields:
+        return _kept_fields[headers]
+    lines: bytes | None = None
+    if not any(name.lower() in FRAMING_HEADERS for name, _ in headers):
+        lines = b"".join(_field_lines(headers))
+    if sum(len(name) + len(value) for name, value in headers) <= MAX_KEPT_FIELD_BYTES:
+        if len(_kept_fields) >= MAX_KEPT_SETS:
+            _kept_fields.clear()
+        _kept_fields[headers] = lines
+    return lines
