@@ -275,17 +275,28 @@ async def read_stream(reader: asyncio.StreamReader) -> int:
         size += n
 
 
-async def first_byte(port: int, request: bytes) -> float:
+async def first_byte(port: int, request: bytes, timeout_s: float = 30.0) -> float:
     """Seconds from sending `request` (on a fresh connection) to the stream's first event."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    start = time.perf_counter()
-    writer.write(request)
-    await reader.readuntil(b"\r\n\r\n")
-    await reader.readuntil(b"data:")
-    first = time.perf_counter() - start
-    await reader.readuntil(b"data: [DONE]")
-    writer.close()
-    return first
+
+    async def exchange() -> float:
+        start = time.perf_counter()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            # Anything else has no events to wait for: say so rather than hang.
+            raise RuntimeError(f"port {port}: not a stream: {head[:200]!r}")
+        await reader.readuntil(b"data:")
+        first = time.perf_counter() - start
+        await reader.readuntil(b"data: [DONE]")
+        return first
+
+    try:
+        return await asyncio.wait_for(exchange(), timeout_s)
+    except asyncio.TimeoutError:
+        raise RuntimeError(f"port {port}: no whole stream within {timeout_s:g} s") from None
+    finally:
+        writer.close()
 
 
 async def read_to_last_chunk(reader: asyncio.StreamReader) -> None:
