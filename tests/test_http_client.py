@@ -145,7 +145,7 @@ class RequestHeads(ClientCase):
                 fields.append(("content-length", str(len(body))))
             expected.append(request_head(method, path, fields))
         self.assertEqual(heads, expected)
-        self.assertTrue(all(len(head) <= MAX_KEPT_HEAD_BYTES for head in pool._heads.values()))
+        self.assertTrue(all(len(head) <= MAX_KEPT_HEAD_BYTES for head in pool._heads._entries.values()))
 
 
 class StaleConnections(ClientCase):

@@ -33,6 +33,7 @@ import h11
 from .chunks import ChunkError, ChunkScanner, LengthReader
 from .flow import FlowControl
 from .headers import connection_tokens, get_header
+from .kept import KeptTable
 from .known_heads import KnownResponses
 from .timers import Deadline
 from .wire import request_head
@@ -663,21 +664,21 @@ class ConnectionPool:
         self._busy: set[_ClientConnection] = set()
         self._known = KnownResponses()  # response heads h11 has read, for all connections
         # Request heads written, by method, path, headers and content type (see _head).
-        self._heads: dict[tuple[str, str, tuple[tuple[str, str], ...], str | None], bytes] = {}
+        self._heads: KeptTable[tuple[str, str, tuple[tuple[str, str], ...], str | None], bytes] = KeptTable(
+            MAX_KEPT_HEADS
+        )
 
     def _head(self, method: str, path: str, headers: tuple[tuple[str, str], ...], content_type: str | None) -> bytes:
         """The request head but for its Content-Length: written and checked once per shape, then kept."""
         key = (method, path, headers, content_type)
-        head = self._heads.get(key)
+        head = self._heads.find(key)
         if head is None:
             fields = [("host", self.netloc), *headers]
             if content_type is not None:
                 fields.append(("content-type", content_type))
             head = request_head(method, self.prefix + path, fields)
             if len(head) <= MAX_KEPT_HEAD_BYTES:  # keys hold the headers' text
-                if len(self._heads) >= MAX_KEPT_HEADS:
-                    self._heads.clear()
-                self._heads[key] = head
+                self._heads.keep(key, head)
         return head
 
     async def _connect(self) -> _ClientConnection:

@@ -29,12 +29,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Generic, Protocol, TypeVar
+from typing import Protocol, TypeVar
 
 import h11
 
 from .framing import check_length
 from .headers import get_header
+from .kept import KeptTable
 
 T = TypeVar("T")
 
@@ -90,29 +91,13 @@ def head_key(head: bytes) -> tuple[bytes, bytes | None]:
     return head[: match.start(1)] + b"#" + head[match.end(1) :], match.group(1)
 
 
-class _Table(Generic[T]):
-    """Values by head key: bounded, started afresh when full."""
+class _HeadTable(KeptTable[bytes, T]):
+    """Values by head key (see the module docstring), MAX_HEADS of them unless told."""
 
-    __slots__ = ("_entries", "max_heads", "hits")
+    __slots__ = ()
 
     def __init__(self, max_heads: int = MAX_HEADS) -> None:
-        self._entries: dict[bytes, T] = {}
-        self.max_heads = max_heads
-        self.hits = 0  # heads h11 was spared
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def _find(self, key: bytes) -> T | None:
-        found = self._entries.get(key)
-        if found is not None:
-            self.hits += 1
-        return found
-
-    def _keep(self, key: bytes, value: T) -> None:
-        if len(self._entries) >= self.max_heads:
-            self._entries.clear()
-        self._entries[key] = value
+        super().__init__(max_heads)
 
 
 def _length_at(pairs: list[tuple[bytes, bytes]], digits: bytes | None, size: int) -> int | None:
@@ -131,7 +116,7 @@ def _with_length(pairs: list[tuple[bytes, bytes]], at: int, digits: bytes) -> li
     return headers
 
 
-class KnownHeads(_Table[tuple[h11.Request, list[tuple[bytes, bytes]], int, int]]):
+class KnownHeads(_HeadTable[tuple[h11.Request, list[tuple[bytes, bytes]], int, int]]):
     """Plain request heads h11 has read, for the server (see the module docstring).
 
     Each entry: h11's event, its headers listed (names in lower case), where
@@ -148,7 +133,7 @@ class KnownHeads(_Table[tuple[h11.Request, list[tuple[bytes, bytes]], int, int]]
         if len(head) > MAX_HEAD_BYTES:
             return None
         key, digits = head_key(head)
-        known = self._find(key)
+        known = self.find(key)
         if known is None:
             return None
         event, pairs, at, size = known
@@ -167,10 +152,10 @@ class KnownHeads(_Table[tuple[h11.Request, list[tuple[bytes, bytes]], int, int]]
         pairs = [(name.lower(), value) for name, value in event.headers.raw_items()]
         at = _length_at(pairs, digits, size)
         if at is not None:
-            self._keep(key, (event, pairs, at, size))
+            self.keep(key, (event, pairs, at, size))
 
 
-class KnownResponses(_Table[tuple[h11.Response, list[tuple[bytes, bytes]], int, bool]]):
+class KnownResponses(_HeadTable[tuple[h11.Response, list[tuple[bytes, bytes]], int, bool]]):
     """Final response heads h11 has read, for the client, by request method and key.
 
     Each entry: h11's event, its header fields (names in lower case), where
@@ -185,7 +170,7 @@ class KnownResponses(_Table[tuple[h11.Response, list[tuple[bytes, bytes]], int, 
         if len(head) > MAX_HEAD_BYTES:
             return None
         key, digits = head_key(head)
-        known = self._find(method + b" " + key)
+        known = self.find(method + b" " + key)
         if known is None:
             return None
         event, fields, at, body = known
@@ -208,4 +193,4 @@ class KnownResponses(_Table[tuple[h11.Response, list[tuple[bytes, bytes]], int, 
         at = _length_at(fields, digits, size)
         if at is not None:
             # A copy: `fields` become the response's headers, the handler's to change.
-            self._keep(method + b" " + key, (event, fields.copy(), at, body))
+            self.keep(method + b" " + key, (event, fields.copy(), at, body))

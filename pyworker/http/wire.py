@@ -15,6 +15,8 @@ import re
 from collections.abc import Iterable
 from http import HTTPStatus
 
+from .kept import KeptTable
+
 # What h11 refuses to send (RFC 9110 sections 5.1, 5.5 and 9.1; RFC 9112 section 3.2).
 _TOKEN = re.compile(rb"[-!#$%&'*+.^_`|~0-9A-Za-z]+")
 _FIELD_VALUE = re.compile(rb"(?:[\x21-\x7e\x80-\xff](?:[ \t]*[\x21-\x7e\x80-\xff])*)?")
@@ -63,21 +65,20 @@ def response_head(status: int, headers: list[tuple[bytes, bytes]], framing: byte
 
 # A model server's answers carry the same headers again and again (a Date
 # changes once a second): each set is checked once, not once per answer,
-# and kept if short (a table of 64, started afresh when full).
+# and kept if short.
 MAX_KEPT_SETS = 64
 MAX_KEPT_FIELD_BYTES = 2048
-_kept_fields: dict[tuple[tuple[bytes, bytes], ...], bytes | None] = {}
+_kept_fields: KeptTable[tuple[tuple[bytes, bytes], ...], bytes] = KeptTable(MAX_KEPT_SETS)
 
 
 def _response_fields(headers: tuple[tuple[bytes, bytes], ...]) -> bytes | None:
     """The field lines of `headers`, checked; None when one of them is in FRAMING_HEADERS."""
-    if headers in _kept_fields:
-        return _kept_fields[headers]
-    lines: bytes | None = None
-    if not any(name.lower() in FRAMING_HEADERS for name, _ in headers):
-        lines = b"".join(_field_lines(headers))
+    lines = _kept_fields.find(headers)
+    if lines is not None:
+        return lines
+    if any(name.lower() in FRAMING_HEADERS for name, _ in headers):
+        return None  # h11 writes these answers: nothing is kept for them
+    lines = b"".join(_field_lines(headers))
     if sum(len(name) + len(value) for name, value in headers) <= MAX_KEPT_FIELD_BYTES:
-        if len(_kept_fields) >= MAX_KEPT_SETS:
-            _kept_fields.clear()
-        _kept_fields[headers] = lines
+        _kept_fields.keep(headers, lines)
     return lines
