@@ -93,20 +93,33 @@ def _fields(cls: type) -> tuple[tuple[str, bool, _Check], ...]:
     return tuple(out)
 
 
-def field_errors(cls: type, data: Any) -> dict[str, str]:
-    """Each field of dataclass `cls` that `data` lacks or has of the wrong type."""
-    if not isinstance(data, dict):
-        return {"": f"expected a JSON object, got {json_type_name(data)}"}
+def _read_fields(cls: type, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The values in `data` for the fields of dataclass `cls`, and each field it lacks or has of the wrong type."""
+    values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name, required, check in _fields(cls):
         if name not in data:
             if required:
                 errors[name] = MISSING
             continue
-        problem = check(data[name])
-        if problem is not None:
+        value = data[name]
+        problem = check(value)
+        if problem is None:
+            values[name] = value
+        else:
             errors[name] = problem
-    return errors
+    return values, errors
+
+
+def _not_an_object(data: Any) -> str:
+    return f"expected a JSON object, got {json_type_name(data)}"
+
+
+def field_errors(cls: type, data: Any) -> dict[str, str]:
+    """Each field of dataclass `cls` that `data` lacks or has of the wrong type."""
+    if not isinstance(data, dict):
+        return {"": _not_an_object(data)}
+    return _read_fields(cls, data)[1]
 
 
 def from_dict(cls: type[T], data: Any, where: str | None = None) -> T:
@@ -115,27 +128,10 @@ def from_dict(cls: type[T], data: Any, where: str | None = None) -> T:
     Raises `JsonDataException` naming every missing or mistyped field, under
     the key `where` when given.
     """
-    klass: type = cls
-    if type(data) is dict:
-        # One pass for a body that fits, as nearly all do; a misfit is
-        # looked at again below, to name every bad field.
-        values: dict[str, Any] = {}
-        for name, required, check in _fields(klass):
-            if name in data:
-                value = data[name]
-                if check(value) is not None:
-                    break
-                values[name] = value
-            elif required:
-                break
-        else:
-            return cls(**values)
-    errors = field_errors(klass, data)
+    if not isinstance(data, dict):
+        detail = _not_an_object(data)
+        raise JsonDataException({where: detail} if where else {"": detail})
+    values, errors = _read_fields(cls, data)
     if errors:
-        if "" in errors:
-            detail: Any = errors[""]
-        else:
-            detail = errors
-        raise JsonDataException({where: detail} if where else errors)
-    names = [name for name, _, _ in _fields(klass)]
-    return cls(**{name: data[name] for name in names if name in data})
+        raise JsonDataException({where: errors} if where else errors)
+    return cls(**values)
