@@ -21,10 +21,11 @@ runs and machines, ratios much less.
 Rows: requests/s at concurrency 64 and the latency added at concurrency 1
 (/generate, 16-token answer); time to first byte added to a stream of 300
 events 1 ms apart, and to one of 300 events written back to back (a burst),
-and the body throughput of 16 such bursts at once; RSS when ready (at the
-start of a round, settled) and after those rows' load; and the time from a
-(re)start to the first proxied answer (which leaves the next round a fresh
-worker). The latency rows take the subjects in turn (0.25 s blocks at
+and the body throughput of 16 such bursts at once, the model sending 20
+events in each write (as a batching server flushes them; `--burst-flush`);
+RSS when ready (at the start of a round, settled) and after those rows'
+load; and the time from a (re)start to the first proxied answer (which
+leaves the next round a fresh worker). The latency rows take the subjects in turn (0.25 s blocks at
 concurrency 1, one stream each for first bytes), so that the machine's
 moods fall on all of them alike.
 
@@ -48,6 +49,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,6 +68,10 @@ REFERENCE_VERSION = "1.9.1"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pyworker"
 LOADED_LINE = "infer server has started"
 STREAM_TOKENS = 300
+# In the burst-throughput row the model sends its events this many at a time
+# (each its own chunk), as a batching server flushes them: one send per event
+# would make the model, not the proxies, the limit there.
+BURST_FLUSH = 20
 # A worker's start-up benchmark takes a second or two, and its Unicode tables
 # are built 5 s after the tokenizer loads: RSS when ready counts both.
 SETTLE_S = 6.0
@@ -418,7 +424,7 @@ def huge_prompt_section(worker_port: int, auth: dict[str, object]) -> None:
 class Stack:
     """The processes of a run: the autoscaler, the models, and the subjects in front of them."""
 
-    def __init__(self, pin: bool) -> None:
+    def __init__(self, pin: bool, burst_flush: int) -> None:
         self.pin = pin
         self.tmp = Path(tempfile.mkdtemp(prefix="pyworker-bench-"))
         self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -434,6 +440,7 @@ class Stack:
         wait_port(self.scaler_port, 60)
         self.key = RSAKeyPair.load(key_path)
         self.fast_model = self._model("fast")
+        self.burst_flush = burst_flush
         self.paced_model = self._model("paced", "--token-delay", "0.001")
         self._reqnum = 0
 
@@ -461,6 +468,13 @@ class Stack:
         )
         self.procs.append(proc)
         return proc
+
+    def events_per_write(self, n: int) -> None:
+        """How many of a stream's events the fast model sends in one write from now on."""
+        body = json.dumps({"events_per_write": n}).encode()
+        url = f"http://127.0.0.1:{self.fast_model}/admin/events_per_write"
+        with urllib.request.urlopen(urllib.request.Request(url, data=body), timeout=10) as res:
+            res.read()
 
     def auth(self, port: int) -> dict[str, object]:
         """A signed `auth_data` for the worker on `port`, as the autoscaler's /route/ makes it."""
@@ -710,19 +724,17 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
     rows.append(
         Row(f"stream, {STREAM_TOKENS} events back to back: time to first byte", "ms", median_first_bytes(False), "+")
     )
-    rows.append(
-        Row(
-            "the same burst, 16 streams at once: body throughput",
-            "MB/s",
-            {
-                s.name: asyncio.run(
-                    stream_throughput(s.fast, s.request(stack, "/generate_stream", s.fast, stream), 16, seconds)
-                )
-                for s in subjects
-            },
-            "x",
-        )
-    )
+    stack.events_per_write(stack.burst_flush)
+    try:
+        throughput = {
+            s.name: asyncio.run(
+                stream_throughput(s.fast, s.request(stack, "/generate_stream", s.fast, stream), 16, seconds)
+            )
+            for s in subjects
+        }
+    finally:
+        stack.events_per_write(1)
+    rows.append(Row(f"16 bursts at once, {stack.burst_flush} events a send: throughput", "MB/s", throughput, "x"))
     rows.append(Row("RSS when ready", "MB", ready_rss, "x"))
     rows.append(Row("RSS after the rows above (the load leaves some)", "MB", rss(), "x"))
 
@@ -740,13 +752,14 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
 def print_round(number: int, rows: list[Row], names: list[str]) -> None:
     width = 11
     print(f"\nround {number}")
-    print(f"{'row':<58}" + "".join(f"{n:>{width}}" for n in names) + "   pyworker vs")
+    label = max(58, *(len(row.title) + len(row.unit) + 3 for row in rows))
+    print(f"{'row':<{label}}" + "".join(f"{n:>{width}}" for n in names) + "   pyworker vs")
     for row in rows:
         cells = ""
         for name in names:
             value = row.values.get(name)
             cells += f"{'-' if value is None else f'{value:.3f}' if value < 10 else f'{value:.0f}':>{width}}"
-        print(f"{row.title + ' (' + row.unit + ')':<58}{cells}   {compare(row)}")
+        print(f"{row.title + ' (' + row.unit + ')':<{label}}{cells}   {compare(row)}")
 
 
 def compare(row: Row) -> str:
@@ -788,10 +801,17 @@ def main() -> None:
         metavar="DIR",
         help="also measure the hello_world worker of another checkout (a git worktree of an older commit, say)",
     )
+    parser.add_argument(
+        "--burst-flush",
+        type=int,
+        default=BURST_FLUSH,
+        metavar="N",
+        help="events the model sends in one write in the burst-throughput row (default: %(default)s; 1: one each)",
+    )
     args = parser.parse_args()
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     ref_python = reference_python() if args.peers and not args.no_reference else None
-    stack = Stack(pin)
+    stack = Stack(pin, args.burst_flush)
     try:
         subjects = [Subject("direct", stack.fast_model, stack.paced_model, False)]
         if args.peers:

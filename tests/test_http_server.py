@@ -59,8 +59,11 @@ class ServerCase(unittest.IsolatedAsyncioTestCase):
         async def stream(request: Request) -> StreamResponse:
             res = StreamResponse(content_type="text/event-stream")
             await res.prepare(request)
-            for i in range(3):
-                await res.write(b"data: %d\n\n" % i)
+            if request.query == "lines":  # the three in one write; the empty piece is no chunk
+                await res.writelines([b"data: 0\n\n", b"", b"data: 1\n\n", b"data: 2\n\n"])
+            else:
+                for i in range(3):
+                    await res.write(b"data: %d\n\n" % i)
             await res.write_eof()
             return res
 
@@ -268,19 +271,29 @@ class Framing(ServerCase):
         self.assertTrue(closed)
 
     async def test_stream_to_http_1_0_client_ends_by_closing(self) -> None:
-        reader, writer = await self.connect()
-        writer.write(b"GET /stream HTTP/1.0\r\n\r\n")
-        data = await asyncio.wait_for(reader.read(), 5)
-        self.assertIn(b"\r\n\r\ndata: 0\n\ndata: 1\n\ndata: 2\n\n", data)
-        self.assertNotIn(b"chunked", data.lower())
-        writer.close()
+        for target in (b"/stream", b"/stream?lines"):
+            reader, writer = await self.connect()
+            writer.write(b"GET %s HTTP/1.0\r\n\r\n" % target)
+            data = await asyncio.wait_for(reader.read(), 5)
+            self.assertTrue(data.endswith(b"\r\n\r\ndata: 0\n\ndata: 1\n\ndata: 2\n\n"), data)
+            self.assertNotIn(b"chunked", data.lower())
+            writer.close()
 
     async def test_stream_to_http_1_1_client_is_chunked(self) -> None:
+        for target in (b"/stream", b"/stream?lines"):
+            reader, writer = await self.connect()
+            writer.write(b"GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % target)
+            status, headers, body = await read_response(reader)
+            self.assertEqual(headers["transfer-encoding"], "chunked")
+            self.assertEqual(body, b"data: 0\n\ndata: 1\n\ndata: 2\n\n")
+            writer.close()
+
+    async def test_pieces_written_together_are_a_chunk_each(self) -> None:
         reader, writer = await self.connect()
-        writer.write(b"GET /stream HTTP/1.1\r\nHost: x\r\n\r\n")
-        status, headers, body = await read_response(reader)
-        self.assertEqual(headers["transfer-encoding"], "chunked")
-        self.assertEqual(body, b"data: 0\n\ndata: 1\n\ndata: 2\n\n")
+        writer.write(b"GET /stream?lines HTTP/1.1\r\nHost: x\r\n\r\n")
+        data = await asyncio.wait_for(reader.readuntil(b"\r\n0\r\n\r\n"), 5)
+        chunks = b"".join(b"9\r\ndata: %d\n\n\r\n" % i for i in range(3))
+        self.assertTrue(data.endswith(b"\r\n\r\n" + chunks + b"0\r\n\r\n"), data)
         writer.close()
 
 

@@ -106,6 +106,34 @@ class HelloWorldThroughWorker(unittest.TestCase):
         self.assertEqual(model_stats(self.model)["active"], 0, "the worker kept the model request open")
 
 
+class BurstThroughWorker(unittest.TestCase):
+    """A model that flushes many events in one send (a batching server): the chunk scanner's path."""
+
+    def test_a_burst_arrives_whole_and_in_order(self) -> None:
+        model = ModelProcess("--events-per-write", "50")
+        worker = WorkerProcess("workers.hello_world", model.url, "/dev/null")
+        try:
+            # One event per write, straight from the model: what the burst must read as.
+            one = {"prompt": "burst", "max_response_tokens": 300, "events_per_write": 1}
+            status, _, expected = http_call(model.port, "POST", "/generate_stream", json.dumps(one).encode())
+            self.assertEqual((status, expected.count(b"data: ")), (200, 301))
+            for flush in (50, 50, 7):  # again on a kept-alive model connection; then as the bench sets it
+                if flush != 50:
+                    setting = json.dumps({"events_per_write": flush}).encode()
+                    self.assertEqual(http_call(model.port, "POST", "/admin/events_per_write", setting)[0], 200)
+                status, headers, answer = http_call(
+                    worker.port, "POST", "/generate_stream", body("burst", max_response_tokens=300)
+                )
+                self.assertEqual((status, headers.get("transfer-encoding")), (200, "chunked"))
+                self.assertEqual(answer, expected)
+            for bad in (0, "7", True):
+                setting = json.dumps({"events_per_write": bad}).encode()
+                self.assertEqual(http_call(model.port, "POST", "/admin/events_per_write", setting)[0], 422)
+        finally:
+            worker.stop()
+            model.stop()
+
+
 class ModelFailures(unittest.TestCase):
     def test_dead_model_server_is_502(self) -> None:
         worker = WorkerProcess("workers.hello_world", f"http://127.0.0.1:{free_port()}", "/dev/null")

@@ -7,6 +7,8 @@
 - `GET /healthcheck` → `{"status": "ok"}` (503 while loading)
 - `POST /admin/hang` `{"hang": true}`: from now on every other route takes
   the request and never answers (a hung model, for tests); `false` undoes it
+- `POST /admin/events_per_write` `{"events_per_write": 20}`: how many of a
+  stream's events go out in one write from now on (see below)
 - `POST /session_closed` records its JSON body (a session's close callback),
   `POST /session_redirect` records it too and answers 307 to `/session_closed`, and
   `GET /callbacks` lists the last 100 bodies recorded with their paths
@@ -14,7 +16,9 @@
 It writes "infer server has started" to its log once ready. The token
 delay and the time to first token make it behave like a slow model; they
 can also be set per request with the payload keys `token_delay_s`,
-`first_token_s` (for tests).
+`first_token_s` (for tests). A stream's events go out one per write, or
+`events_per_write` at a time (several chunks in one `send`, as a batching
+server flushes them) when there is no token delay.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ class ModelSettings:
     load_time_s: float = 0.0
     max_body_bytes: int = 64 << 20
     listen_after_s: float = 0.0
+    events_per_write: int = 1  # a stream's events sent together when there is no token delay
 
 
 class StandInModel:
@@ -73,7 +78,7 @@ class StandInModel:
             with open(self.log_path, "a", encoding="utf-8") as f:
                 f.write(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}\n")
 
-    def _params(self, request: Request) -> tuple[int, float, float, str] | Response:
+    def _params(self, request: Request) -> tuple[int, float, float, str, int] | Response:
         try:
             body: Any = json.loads(request.body)
         except ValueError:
@@ -85,7 +90,9 @@ class StandInModel:
         tokens = n if isinstance(n, int) and n >= 0 else s.tokens
         delay = float(body.get("token_delay_s", s.token_delay_s))
         first = float(body.get("first_token_s", s.first_token_s))
-        return tokens, delay, first, body["prompt"]
+        per_write = body.get("events_per_write", s.events_per_write)
+        per_write = per_write if isinstance(per_write, int) and per_write > 0 else 1
+        return tokens, delay, first, body["prompt"], per_write
 
     def _begin(self, prompt: str) -> None:
         self.requests += 1
@@ -97,7 +104,7 @@ class StandInModel:
         params = self._params(request)
         if isinstance(params, Response):
             return params
-        tokens, delay, first, prompt = params
+        tokens, delay, first, prompt, _ = params
         self._begin(prompt)
         try:
             wait = first + delay * tokens
@@ -112,19 +119,26 @@ class StandInModel:
         params = self._params(request)
         if isinstance(params, Response):
             return params
-        tokens, delay, first, prompt = params
+        tokens, delay, first, prompt, per_write = params
+        if delay > 0:
+            per_write = 1
         self._begin(prompt)
         try:
             res = StreamResponse(content_type="text/event-stream", headers=[("cache-control", "no-cache")])
             await res.prepare(request)
             if first > 0:
                 await asyncio.sleep(first)
+            events: list[bytes] = []
             for i in range(tokens):
                 if i and delay > 0:
                     await asyncio.sleep(delay)
                 event = {"token": {"id": i, "text": " " + _WORDS[i % len(_WORDS)]}}
-                await res.write(b"data: " + json.dumps(event).encode() + b"\n\n")
-            await res.write(b"data: [DONE]\n\n")
+                events.append(b"data: " + json.dumps(event).encode() + b"\n\n")
+                if len(events) >= per_write:
+                    await res.writelines(events)
+                    events = []
+            events.append(b"data: [DONE]\n\n")
+            await res.writelines(events)
             await res.write_eof()
             return res
         finally:
@@ -147,6 +161,13 @@ class StandInModel:
         self.hung = bool(request.json().get("hang"))
         self.log(f"hang: {self.hung}")
         return json_response({"hang": self.hung})
+
+    async def set_events_per_write(self, request: Request) -> Response:
+        n = request.json().get("events_per_write")
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            return json_response({"error": "events_per_write: a whole number from 1"}, status=422)
+        self.settings.events_per_write = n
+        return json_response({"events_per_write": n})
 
     async def record_callback(self, request: Request) -> Response:
         try:
@@ -178,6 +199,7 @@ async def run(port: int, host: str, settings: ModelSettings, log_path: str | Non
             get("/healthcheck", model.hangable(model.healthcheck)),
             get("/stats", model.stats),
             post("/admin/hang", model.set_hang),
+            post("/admin/events_per_write", model.set_events_per_write),
             post("/session_closed", model.record_callback),
             post("/session_redirect", model.redirect_callback),
             get("/callbacks", model.list_callbacks),
@@ -208,10 +230,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--load-time", type=float, default=0.0, help="seconds before the ready log line")
     parser.add_argument("--max-body-mb", type=int, default=64, help="largest request body, in MiB")
     parser.add_argument("--listen-after", type=float, default=0.0, help="seconds before the port is even opened")
+    parser.add_argument(
+        "--events-per-write", type=int, default=1, help="a stream's events sent together when there is no token delay"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = ModelSettings(
-        args.tokens, args.token_delay, args.first_token, args.load_time, args.max_body_mb << 20, args.listen_after
+        args.tokens,
+        args.token_delay,
+        args.first_token,
+        args.load_time,
+        args.max_body_mb << 20,
+        args.listen_after,
+        args.events_per_write,
     )
     run_server("stand-in model", args.host, args.port, run(args.port, args.host, settings, args.log))
 

@@ -49,7 +49,7 @@ class _Responder(Protocol):
 
     def respond(self, response: Response) -> None: ...
 
-    async def write(self, data: bytes) -> None: ...
+    async def writelines(self, pieces: Iterable[bytes]) -> None: ...
 
     def finish(self) -> None: ...
 
@@ -212,7 +212,17 @@ class StreamResponse:
         if self._responder is None:
             raise RuntimeError("prepare() the response before writing")
         if data:
-            await self._responder.write(data)
+            await self._responder.writelines((data,))
+
+    async def writelines(self, pieces: Iterable[bytes]) -> None:
+        """Send several pieces of the body in one write to the socket (each its own chunk).
+
+        What a server that flushes several events at once sends; returns
+        once the client can take more.
+        """
+        if self._responder is None:
+            raise RuntimeError("prepare() the response before writing")
+        await self._responder.writelines(pieces)
 
     async def write_eof(self) -> None:
         """End the body."""

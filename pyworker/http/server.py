@@ -520,25 +520,28 @@ class HTTPServerProtocol(asyncio.Protocol):
         if head and self.phase is not Phase.CLOSED:
             self._write(head)
 
-    async def write(self, data: bytes) -> None:
-        """Send one body piece, then wait while the client's socket is full."""
+    async def writelines(self, pieces: Iterable[bytes]) -> None:
+        """Send body pieces (each its own chunk) in one write, then wait while the client's socket is full."""
         if self.phase is Phase.CLOSED:
             raise ClientDisconnected("client disconnected")
         assert self._transport is not None and self._flow is not None
         ex = self._ex
-        if ex.ours:
-            pieces = [b"%x\r\n" % len(data), data, b"\r\n"]
-        else:
-            sent = self._conn.send_with_data_passthrough(h11.Data(data=data))
-            assert sent is not None
-            pieces = sent
-        head = ex.take_pending_head()
-        if head:
-            pieces.insert(0, head)
+        out = [ex.take_pending_head()]
+        size = 0
+        for data in pieces:
+            if not data:
+                continue  # an empty chunk would end the body
+            size += len(data)
+            if ex.ours:
+                out += (b"%x\r\n" % len(data), data, b"\r\n")
+            else:
+                sent = self._conn.send_with_data_passthrough(h11.Data(data=data))
+                assert sent is not None
+                out += sent
         if ex.first_body_at is None:
             ex.first_body_at = time.monotonic()
-        ex.bytes_out += len(data)
-        self._transport.writelines(pieces)
+        ex.bytes_out += size
+        self._transport.writelines(out)
         try:
             await self._flow.drain(self._limits.send_timeout_s)
         except ConnectionResetError:
