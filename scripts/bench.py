@@ -734,7 +734,8 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
         }
     finally:
         stack.events_per_write(1)
-    rows.append(Row(f"16 bursts at once, {stack.burst_flush} events a send: throughput", "MB/s", throughput, "x"))
+    events = f"{stack.burst_flush} event{'s' if stack.burst_flush != 1 else ''}"
+    rows.append(Row(f"16 bursts at once, {events} a send: throughput", "MB/s", throughput, "x"))
     rows.append(Row("RSS when ready", "MB", ready_rss, "x"))
     rows.append(Row("RSS after the rows above (the load leaves some)", "MB", rss(), "x"))
 
