@@ -810,6 +810,8 @@ def main() -> None:
         help="events the model sends in one write in the burst-throughput row (default: %(default)s; 1: one each)",
     )
     args = parser.parse_args()
+    if args.burst_flush < 1:
+        parser.error("--burst-flush: a whole number from 1")
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     ref_python = reference_python() if args.peers and not args.no_reference else None
     stack = Stack(pin, args.burst_flush)
