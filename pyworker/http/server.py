@@ -538,7 +538,7 @@ class HTTPServerProtocol(asyncio.Protocol):
                 sent = self._conn.send_with_data_passthrough(h11.Data(data=data))
                 assert sent is not None
                 out += sent
-        if ex.first_body_at is None:
+        if size and ex.first_body_at is None:
             ex.first_body_at = time.monotonic()
         ex.bytes_out += size
         self._transport.writelines(out)
