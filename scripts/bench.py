@@ -25,9 +25,9 @@ and the body throughput of 16 such bursts at once, the model sending 20
 events in each write (as a batching server flushes them; `--burst-flush`);
 RSS when ready (at the start of a round, settled) and after those rows'
 load; and the time from a (re)start to the first proxied answer (which
-leaves the next round a fresh worker). The latency rows take the subjects in turn (0.25 s blocks at
-concurrency 1, one stream each for first bytes), so that the machine's
-moods fall on all of them alike.
+leaves the next round a fresh worker). The latency rows take the subjects
+in turn (0.25 s blocks at concurrency 1, one stream each for first bytes),
+so that the machine's moods fall on all of them alike.
 
 `--floor` adds scripts/floor_proxy.py, which passes bytes through on
 asyncio and does nothing else: what any proxy written on asyncio costs here.
@@ -424,7 +424,7 @@ def huge_prompt_section(worker_port: int, auth: dict[str, object]) -> None:
 class Stack:
     """The processes of a run: the autoscaler, the models, and the subjects in front of them."""
 
-    def __init__(self, pin: bool, burst_flush: int) -> None:
+    def __init__(self, pin: bool) -> None:
         self.pin = pin
         self.tmp = Path(tempfile.mkdtemp(prefix="pyworker-bench-"))
         self.env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -440,7 +440,6 @@ class Stack:
         wait_port(self.scaler_port, 60)
         self.key = RSAKeyPair.load(key_path)
         self.fast_model = self._model("fast")
-        self.burst_flush = burst_flush
         self.paced_model = self._model("paced", "--token-delay", "0.001")
         self._reqnum = 0
 
@@ -676,7 +675,7 @@ class Row:
     kind: str
 
 
-def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: float) -> list[Row]:
+def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: float, burst_flush: int) -> list[Row]:
     fast = {"prompt": prompt, "max_response_tokens": 16}
     stream = {"prompt": prompt, "max_response_tokens": STREAM_TOKENS}
     rows: list[Row] = []
@@ -724,7 +723,7 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
     rows.append(
         Row(f"stream, {STREAM_TOKENS} events back to back: time to first byte", "ms", median_first_bytes(False), "+")
     )
-    stack.events_per_write(stack.burst_flush)
+    stack.events_per_write(burst_flush)
     try:
         throughput = {
             s.name: asyncio.run(
@@ -734,7 +733,7 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
         }
     finally:
         stack.events_per_write(1)
-    events = f"{stack.burst_flush} event{'s' if stack.burst_flush != 1 else ''}"
+    events = f"{burst_flush} event{'s' if burst_flush != 1 else ''}"
     rows.append(Row(f"16 bursts at once, {events} a send: throughput", "MB/s", throughput, "x"))
     rows.append(Row("RSS when ready", "MB", ready_rss, "x"))
     rows.append(Row("RSS after the rows above (the load leaves some)", "MB", rss(), "x"))
@@ -814,7 +813,7 @@ def main() -> None:
         parser.error("--burst-flush: a whole number from 1")
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     ref_python = reference_python() if args.peers and not args.no_reference else None
-    stack = Stack(pin, args.burst_flush)
+    stack = Stack(pin)
     try:
         subjects = [Subject("direct", stack.fast_model, stack.paced_model, False)]
         if args.peers:
@@ -854,7 +853,7 @@ def main() -> None:
         for number in range(1, args.rounds + 1):
             if number > 1:
                 time.sleep(SETTLE_S)  # the workers the last round restarted
-            print_round(number, measure_round(stack, subjects, prompt, args.seconds), names)
+            print_round(number, measure_round(stack, subjects, prompt, args.seconds, args.burst_flush), names)
         ours = subjects[-1]
         print("\npyworker alone")
         huge_prompt_section(ours.fast, stack.auth(ours.fast))
