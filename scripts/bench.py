@@ -27,7 +27,10 @@ RSS when ready (at the start of a round, settled) and after those rows'
 load; and the time from a (re)start to the first proxied answer (which
 leaves the next round a fresh worker). The latency rows take the subjects
 in turn (0.25 s blocks at concurrency 1, one stream each for first bytes),
-so that the machine's moods fall on all of them alike.
+so that the machine's moods fall on all of them alike. The load generator
+reads first bytes at real-time priority when it may (root): on core 0 it
+would otherwise wait out the model's time slice (`--no-priority` measures
+that way; see `load_generator_first`).
 
 `--floor` adds scripts/floor_proxy.py, which passes bytes through on
 asyncio and does nothing else: what any proxy written on asyncio costs here.
@@ -39,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -50,7 +54,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +76,9 @@ STREAM_TOKENS = 300
 # (each its own chunk), as a batching server flushes them: one send per event
 # would make the model, not the proxies, the limit there.
 BURST_FLUSH = 20
+# The first-byte rows run the load generator at this real-time priority (see
+# `load_generator_first`); 1 is the lowest, above every ordinary process.
+FIRST_BYTE_PRIORITY = 1
 # A worker's start-up benchmark takes a second or two, and its Unicode tables
 # are built 5 s after the tokenizer loads: RSS when ready counts both.
 SETTLE_S = 6.0
@@ -421,6 +428,41 @@ def huge_prompt_section(worker_port: int, auth: dict[str, object]) -> None:
 # -- the processes -------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def load_generator_first(enabled: bool) -> Iterator[None]:
+    """Inside: this process (the load generator) runs before the models on core 0.
+
+    The first-byte rows measure the time a proxy adds. On two cores the
+    client shares core 0 with the model, and a model writing a burst holds
+    that core: a first byte that reaches the client a little after the
+    burst began waits for the model's time slice to end (the kernel then
+    does not let the waking client preempt it), while one that comes very
+    soon does not. That adds milliseconds that belong to neither the proxy
+    nor the model, and only past a threshold, so it magnifies small
+    differences. At real-time priority the client runs as soon as its byte
+    arrives, as a client on its own machine would. Every subject, direct
+    included, is measured the same way.
+    """
+    if not enabled:
+        yield
+        return
+    before = os.sched_getscheduler(0), os.sched_getparam(0)
+    os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(FIRST_BYTE_PRIORITY))
+    try:
+        yield
+    finally:
+        os.sched_setscheduler(0, before[0], before[1])
+
+
+def may_run_first() -> bool:
+    """True when this process may take real-time priority (root, or CAP_SYS_NICE)."""
+    try:
+        with load_generator_first(True):
+            return True
+    except (PermissionError, AttributeError):  # AttributeError: no sched_setscheduler (not Linux)
+        return False
+
+
 class Stack:
     """The processes of a run: the autoscaler, the models, and the subjects in front of them."""
 
@@ -675,7 +717,9 @@ class Row:
     kind: str
 
 
-def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: float, burst_flush: int) -> list[Row]:
+def measure_round(
+    stack: Stack, subjects: list[Subject], prompt: str, seconds: float, burst_flush: int, first: bool
+) -> list[Row]:
     fast = {"prompt": prompt, "max_response_tokens": 16}
     stream = {"prompt": prompt, "max_response_tokens": STREAM_TOKENS}
     rows: list[Row] = []
@@ -710,13 +754,14 @@ def measure_round(stack: Stack, subjects: list[Subject], prompt: str, seconds: f
             port = s.paced if paced else s.fast
             targets.append((port, s.request(stack, "/generate_stream", port, stream)))
         samples: list[list[float]] = [[] for _ in subjects]
-        for n in range(31):
-            for k in range(len(targets)):
-                i = (n + k) % len(targets)
-                port, req = targets[i]
-                took = asyncio.run(first_byte(port, req))
-                if n:  # the first is a warm-up
-                    samples[i].append(took)
+        with load_generator_first(first):
+            for n in range(31):
+                for k in range(len(targets)):
+                    i = (n + k) % len(targets)
+                    port, req = targets[i]
+                    took = asyncio.run(first_byte(port, req))
+                    if n:  # the first is a warm-up
+                        samples[i].append(took)
         return {s.name: statistics.median(samples[i]) * 1000 for i, s in enumerate(subjects)}
 
     rows.append(Row("stream, 1 ms per token: time to first byte", "ms", median_first_bytes(True), "+"))
@@ -808,9 +853,21 @@ def main() -> None:
         metavar="N",
         help="events the model sends in one write in the burst-throughput row (default: %(default)s; 1: one each)",
     )
+    parser.add_argument(
+        "--no-priority",
+        action="store_true",
+        help="measure first bytes with the load generator at normal priority, sharing core 0 with the model "
+        "as any process does (see load_generator_first)",
+    )
     args = parser.parse_args()
     if args.burst_flush < 1:
         parser.error("--burst-flush: a whole number from 1")
+    first = not args.no_priority and may_run_first()
+    if not args.no_priority and not first:
+        print(
+            "note: no permission for real-time priority (run as root, or grant CAP_SYS_NICE): "
+            "first bytes are measured with the load generator at normal priority"
+        )
     pin = not args.no_pin and (os.cpu_count() or 1) >= 2
     ref_python = reference_python() if args.peers and not args.no_reference else None
     stack = Stack(pin)
@@ -847,13 +904,14 @@ def main() -> None:
         print(
             f"subjects: {', '.join(names)}; pinned: "
             f"{'proxies on core 1, models and load generator on core 0' if pin else 'no'}; "
-            f"{args.seconds:g} s a timed measurement; workers check signatures and report"
+            f"{args.seconds:g} s a timed measurement; workers check signatures and report; "
+            f"first bytes read by a load generator at {'real-time' if first else 'normal'} priority"
         )
         prompt = random_words(250, random.Random(11))
         for number in range(1, args.rounds + 1):
             if number > 1:
                 time.sleep(SETTLE_S)  # the workers the last round restarted
-            print_round(number, measure_round(stack, subjects, prompt, args.seconds, args.burst_flush), names)
+            print_round(number, measure_round(stack, subjects, prompt, args.seconds, args.burst_flush, first), names)
         ours = subjects[-1]
         print("\npyworker alone")
         huge_prompt_section(ours.fast, stack.auth(ours.fast))
