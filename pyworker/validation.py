@@ -6,16 +6,12 @@ import collections.abc
 import dataclasses
 import types
 import typing
-from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
 MISSING = "missing parameter"
-
-# A check returns None when the value fits, else what was expected.
-_Check = Callable[[Any], "str | None"]
 
 
 class JsonDataException(Exception):
@@ -71,25 +67,18 @@ def _json_types(annotation: Any) -> tuple[frozenset[type], str] | None:
     return None
 
 
-def _check_for(annotation: Any) -> _Check:
-    """A check for the simple annotations payloads use; anything else is accepted."""
-    spec = _json_types(annotation)
-    if spec is None:
-        return lambda value: None
-    allowed, names = spec
-    # An exact type test: json.loads makes only these types, and it keeps bool apart from int.
-    return lambda value: None if type(value) in allowed else f"expected {names}, got {json_type_name(value)}"
-
-
 @cache
-def _fields(cls: type) -> tuple[tuple[str, bool, _Check], ...]:
+def _fields(cls: type) -> tuple[tuple[str, bool, frozenset[type] | None, str], ...]:
+    """(name, required, the JSON types it admits or None for any, how errors name them) per field."""
     hints = typing.get_type_hints(cls)
     out = []
     for field in dataclasses.fields(cls):
         if not field.init:
             continue
         required = field.default is dataclasses.MISSING and field.default_factory is dataclasses.MISSING
-        out.append((field.name, required, _check_for(hints.get(field.name, Any))))
+        spec = _json_types(hints.get(field.name, Any))
+        allowed, names = (None, "") if spec is None else spec
+        out.append((field.name, required, allowed, names))
     return tuple(out)
 
 
@@ -97,17 +86,17 @@ def _read_fields(cls: type, data: dict[str, Any]) -> tuple[dict[str, Any], dict[
     """The values in `data` for the fields of dataclass `cls`, and each field it lacks or has of the wrong type."""
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
-    for name, required, check in _fields(cls):
+    for name, required, allowed, names in _fields(cls):
         if name not in data:
             if required:
                 errors[name] = MISSING
             continue
         value = data[name]
-        problem = check(value)
-        if problem is None:
+        # An exact type test: json.loads makes only these types, and it keeps bool apart from int.
+        if allowed is None or type(value) in allowed:
             values[name] = value
         else:
-            errors[name] = problem
+            errors[name] = f"expected {names}, got {json_type_name(value)}"
     return values, errors
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import unittest
 from typing import Any
 
 from pyworker import JsonDataException
+from pyworker.validation import from_dict
 from tests.support import AUTH
 from workers.hello_world.server import GenerateHandler
 
@@ -61,6 +63,38 @@ class RequestParsing(unittest.TestCase):
             {"auth_data": "expected a JSON object", "payload": "expected a JSON object"},
         )
         self.assertIn("error", self.errors([1, 2]))
+
+
+@dataclasses.dataclass
+class Mixed:
+    ratio: float
+    anything: Any
+    custom: frozenset[int]  # no JSON type: taken as it comes
+    tags: list[str] | None = None
+
+
+class FieldTypes(unittest.TestCase):
+    def test_each_annotation_admits_its_json_types(self) -> None:
+        for ratio in (1, 0.5):
+            parsed = from_dict(Mixed, {"ratio": ratio, "anything": [1], "custom": "x", "tags": None})
+            self.assertEqual((parsed.ratio, parsed.anything, parsed.custom, parsed.tags), (ratio, [1], "x", None))
+        for anything in (None, True, {"a": 1}):
+            self.assertEqual(from_dict(Mixed, {"ratio": 1, "anything": anything, "custom": 2}).anything, anything)
+
+    def test_every_bad_field_is_named_with_what_it_needs(self) -> None:
+        with self.assertRaises(JsonDataException) as ctx:
+            from_dict(Mixed, {"ratio": True, "tags": {"a": 1}}, where="payload")
+        self.assertEqual(
+            ctx.exception.message,
+            {
+                "payload": {
+                    "ratio": "expected number, got bool",
+                    "anything": "missing parameter",
+                    "custom": "missing parameter",
+                    "tags": "expected list or null, got dict",
+                }
+            },
+        )
 
 
 if __name__ == "__main__":
