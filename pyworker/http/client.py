@@ -524,24 +524,18 @@ class UpstreamResponse:
         self.headers: list[tuple[bytes, bytes]] = conn.head_fields
         self.http_version = head.http_version.decode("ascii")
         self.complete = False
+        # Read once: the handler asks for them on every answer, and they describe
+        # the message as it came (h11 has checked Content-Length is digits).
+        length = get_header(self.headers, b"content-length")
+        self.content_length: int | None = None if length is None else int(length)
+        kind = get_header(self.headers, b"content-type")
+        self.content_type = "" if kind is None else kind.decode("latin-1")
+        # Event streams and bodies of unknown length (chunked or until close).
+        self.is_streaming = self.content_length is None or self.content_type.startswith("text/event-stream")
 
     def header(self, name: str) -> str | None:
         value = get_header(self.headers, name.lower().encode("latin-1"))
         return None if value is None else value.decode("latin-1")
-
-    @property
-    def content_type(self) -> str:
-        return self.header("content-type") or ""
-
-    @property
-    def content_length(self) -> int | None:
-        value = self.header("content-length")
-        return None if value is None else int(value)
-
-    @property
-    def is_streaming(self) -> bool:
-        """True for event streams and bodies of unknown length (chunked or until close)."""
-        return self.content_length is None or self.content_type.startswith("text/event-stream")
 
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         """Yield the body as it arrives from the socket.
