@@ -172,7 +172,9 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._server = server
         self._limits = limits = server.limits
         self._loop = asyncio.get_running_loop()
-        self._conn = self._new_h11()
+        # The current request's h11 connection, made when first needed: a
+        # plain request whose head was read before needs none (see `_conn`).
+        self._h11: h11.Connection | None = None
         self._framer = RequestFramer(limits.max_header_bytes, limits.max_body_bytes)
         self._transport: asyncio.Transport | None = None
         self._flow: FlowControl | None = None
@@ -251,9 +253,13 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     # -- reading -----------------------------------------------------------
 
-    def _new_h11(self) -> h11.Connection:
-        # h11 sees only whole heads from the framer; its own bound is a backstop.
-        return h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes)
+    @property
+    def _conn(self) -> h11.Connection:
+        conn = self._h11
+        if conn is None:
+            # h11 sees only whole heads from the framer; its own bound is a backstop.
+            conn = self._h11 = h11.Connection(h11.SERVER, max_incomplete_event_size=self._limits.max_header_bytes)
+        return conn
 
     def _process(self) -> None:
         """Handle every request ready, until a handler must run or more data is needed."""
@@ -369,7 +375,7 @@ class HTTPServerProtocol(asyncio.Protocol):
             ex.early = found
         else:
             ex.handler = found
-            if self._conn.they_are_waiting_for_100_continue:
+            if not plain and self._conn.they_are_waiting_for_100_continue:  # plain: no Expect
                 self._write(self._conn.send(h11.InformationalResponse(status_code=100, headers=[])))
         if length or chunked:
             self.phase = Phase.BODY
@@ -567,10 +573,10 @@ class HTTPServerProtocol(asyncio.Protocol):
         self._ex = _Exchange()
         if self.phase is Phase.CLOSED:
             return False
-        conn = self._conn
+        conn = self._h11
         # A plain request's body was never h11's: the framer has read it whole.
-        if ex.ours or (conn.our_state is h11.DONE and (ex.plain or conn.their_state is h11.DONE)):
-            self._conn = self._new_h11()
+        if ex.ours or (conn is not None and conn.our_state is h11.DONE and (ex.plain or conn.their_state is h11.DONE)):
+            self._h11 = None
             self._framer.next_request()
             assert self._flow is not None
             self._flow.resume_reading()
