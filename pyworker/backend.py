@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import functools
 import json
 import logging
 import secrets
@@ -229,10 +230,9 @@ class Backend:
     def create_handler(self, handler: EndpointHandler[Any]) -> Handler:
         """A route handler that proxies through `handler` to the model server."""
 
-        async def handle(request: Request) -> Response | StreamResponse:
-            return await self._handle(handler, request)
-
-        return handle
+        # A partial, not a wrapping coroutine: every resumption of a request's
+        # task passes through each coroutine frame on its way down.
+        return functools.partial(self._handle, handler)
 
     async def forward(self, method: str, path: str) -> Response:
         """Send a body-less request to the model server and return its answer whole.
@@ -332,11 +332,12 @@ class Backend:
 
     async def _handle(self, handler: EndpointHandler[Any], request: Request) -> Response | StreamResponse:
         """Proxy one request, then write its access line (whatever the way out)."""
-        access = _Access(handler.endpoint)
+        route = handler.endpoint  # a property: read once
+        access = _Access(route)
         status = 500
         result: Response | StreamResponse | None = None
         try:
-            result = await self._proxy(handler, request, access)
+            result = await self._proxy(handler, route, request, access)
             status = result.status
             return result
         except (asyncio.CancelledError, ClientDisconnected):
@@ -352,10 +353,9 @@ class Backend:
                 access.log(status, sent)
 
     async def _proxy(
-        self, handler: EndpointHandler[Any], request: Request, access: _Access
+        self, handler: EndpointHandler[Any], route: str, request: Request, access: _Access
     ) -> Response | StreamResponse:
         arrived = access.arrived
-        route = handler.endpoint
         try:
             data = loads_checked(request.body, self.max_json_depth)
         except JsonBodyError as exc:
@@ -433,7 +433,7 @@ class Backend:
                     body = dumps_compact(model_json).encode("utf-8")
                 try:
                     model_response = await self.pool.request(
-                        "POST", handler.endpoint, body=body, content_type="application/json", before_wait=book
+                        "POST", route, body=body, content_type="application/json", before_wait=book
                     )
                 except UpstreamError as exc:
                     self._model_failed(route, exc)

@@ -101,6 +101,10 @@ class Ticket:
                         waiter.cancel()  # _release_serial skips it
                     self.release()
                     raise
+        self._start()
+
+    def _start(self) -> None:
+        queue = self._queue
         queue.queued -= 1
         queue.running += 1
         self._state = Ticket._RUNNING
@@ -133,7 +137,10 @@ class Ticket:
         return self._state != Ticket._WAITING
 
     async def __aenter__(self) -> Ticket:
-        await self.wait_turn()
+        if self.parallel:  # never waits: no coroutine for it
+            self._start()
+        else:
+            await self.wait_turn()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:

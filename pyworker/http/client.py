@@ -734,7 +734,8 @@ class ConnectionPool:
         (work done then overlaps the server's), else before connecting.
         """
         size = body_size(body)
-        head = self._head(method, path, tuple((name, value) for name, value in headers), content_type)
+        fields = () if headers == () else tuple((name, value) for name, value in headers)
+        head = self._head(method, path, fields, content_type)
         if size or method not in ("GET", "HEAD"):
             head = b"%scontent-length: %d\r\n\r\n" % (head[:-2], size)
         method_b = method.encode("ascii")

@@ -18,7 +18,10 @@ HeaderItems = Iterable[tuple[str, str]] | Iterable[tuple[bytes, bytes]]
 
 def encode_headers(items: HeaderItems | Mapping[str, str], content_type: str | None = None) -> Headers:
     """Header pairs as bytes (str is taken as latin-1), with `content_type` added."""
-    pairs: Iterable[tuple[str | bytes, str | bytes]] = items.items() if isinstance(items, Mapping) else items
+    # A list first: Mapping is an ABC, and its isinstance test costs more than a type test.
+    pairs: Iterable[tuple[str | bytes, str | bytes]] = (
+        items if isinstance(items, list) or not isinstance(items, Mapping) else items.items()
+    )
     # The tests inline, not in a helper: a proxied answer's headers are bytes
     # already, and a call per name and per value cost more than the rest.
     out = [
