@@ -26,8 +26,9 @@ events in each write (as a batching server flushes them; `--burst-flush`);
 RSS when ready (at the start of a round, settled) and after those rows'
 load; and the time from a (re)start to the first proxied answer (which
 leaves the next round a fresh worker). The latency rows take the subjects
-in turn (0.25 s blocks at concurrency 1, one stream each for first bytes),
-so that the machine's moods fall on all of them alike. The load generator
+in turn (0.25 s blocks at concurrency 1; for first bytes one stream each,
+in an order shuffled each time), so that the machine's moods fall on all
+of them alike. The load generator
 reads first bytes at real-time priority when it may (root): on core 0 it
 would otherwise wait out the model's time slice (`--no-priority` measures
 that way; see `load_generator_first`).
@@ -744,10 +745,12 @@ def measure_round(
     def median_first_bytes(paced: bool) -> dict[str, float]:
         """Each subject's median over 30 fresh connections, taken in turn.
 
-        The order turns by one each time: a burst's first byte depends on
-        how the model and the load generator share core 0 just then, and
-        in a fixed order the subject after another worker came off worse
-        every time (+2 ms where it made +0.6 in another place).
+        The order is shuffled each time (the same shuffles every run): a
+        subject's first byte depends on what ran just before it. In a fixed
+        order the subject after another worker came off worse every time
+        (+2 ms where it made +0.6 in another place), and an order that only
+        turns keeps the same neighbours, so the one after the reference
+        always met what the reference still did on core 1 after a stream.
         """
         targets = []
         for s in subjects:
@@ -756,8 +759,9 @@ def measure_round(
         samples: list[list[float]] = [[] for _ in subjects]
         with load_generator_first(first):
             for n in range(31):
-                for k in range(len(targets)):
-                    i = (n + k) % len(targets)
+                order = list(range(len(targets)))
+                random.Random(n).shuffle(order)
+                for i in order:
                     port, req = targets[i]
                     took = asyncio.run(first_byte(port, req))
                     if n:  # the first is a warm-up
