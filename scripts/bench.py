@@ -28,10 +28,9 @@ load; and the time from a (re)start to the first proxied answer (which
 leaves the next round a fresh worker). The latency rows take the subjects
 in turn (0.25 s blocks at concurrency 1; for first bytes one stream each,
 in an order shuffled each time), so that the machine's moods fall on all
-of them alike. The load generator
-reads first bytes at real-time priority when it may (root): on core 0 it
-would otherwise wait out the model's time slice (`--no-priority` measures
-that way; see `load_generator_first`).
+of them alike. The load generator reads first bytes at real-time priority
+when it may (root): on core 0 it would otherwise wait out the model's time
+slice (`--no-priority` measures that way; see `load_generator_first`).
 
 `--floor` adds scripts/floor_proxy.py, which passes bytes through on
 asyncio and does nothing else: what any proxy written on asyncio costs here.
