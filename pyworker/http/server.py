@@ -30,9 +30,9 @@ import json
 import logging
 import ssl
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import h11
 
@@ -43,6 +43,7 @@ from .known_heads import KnownHeads, RequestHead
 from .messages import Headers, HTTPError, Request, Response, StreamResponse, json_response
 from .routing import Handler, Route, Router
 from .timers import Deadline
+from .transport import Listener
 from .wire import REASONS, response_head
 
 log = logging.getLogger("pyworker.http")
@@ -678,7 +679,8 @@ class HTTPServer:
         self.known_heads = KnownHeads()
         # Insertion-ordered: the oldest connection comes first.
         self.connections: dict[HTTPServerProtocol, None] = {}
-        self._server: asyncio.Server | None = None
+        self._listener: Listener | None = None  # plain TCP
+        self._server: asyncio.Server | None = None  # TLS, on asyncio's server
 
     def admit(self, conn: HTTPServerProtocol) -> bool:
         """Count a new connection in, closing the oldest one not handling a request if full."""
@@ -696,7 +698,11 @@ class HTTPServer:
     def forget(self, conn: HTTPServerProtocol) -> None:
         self.connections.pop(conn, None)
 
-    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> asyncio.Server:
+    async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
+        """Listen on `host`:`port` (port 0: any free one); TLS when given a context."""
+        if ssl_context is None:
+            self._listener = await Listener.open(host, port, lambda: HTTPServerProtocol(self), backlog=1024)
+            return
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(
             lambda: HTTPServerProtocol(self),
@@ -706,16 +712,22 @@ class HTTPServer:
             backlog=1024,
             reuse_address=True,
         )
-        return self._server
 
     @property
     def port(self) -> int:
-        assert self._server is not None and self._server.sockets
-        port: int = self._server.sockets[0].getsockname()[1]
+        """The port listened on (the first socket's)."""
+        if self._listener is not None:
+            sockets: Sequence[Any] = self._listener.sockets
+        else:
+            assert self._server is not None
+            sockets = self._server.sockets
+        port: int = sockets[0].getsockname()[1]
         return port
 
     async def shutdown(self, grace_s: float = 10.0) -> None:
         """Stop accepting, let running requests finish for `grace_s`, then cancel them."""
+        if self._listener is not None:
+            self._listener.close()
         if self._server is not None:
             self._server.close()
         for conn in list(self.connections):
