@@ -28,8 +28,12 @@ from typing import Any
 
 log = logging.getLogger("pyworker.http")
 
-# Bytes asked of one recv: what asyncio asks.
-READ_SIZE = 256 * 1024
+# Bytes asked of one recv. Not asyncio's 256 KiB: recv allocates that much
+# for its answer before shrinking it, and an allocation over glibc's mmap
+# threshold (128 KiB) maps fresh pages and unmaps them again, three system
+# calls and a page fault for every read, however small (7-13 µs against
+# 1.4 µs for a 1.7 KB read here).
+READ_SIZE = 64 * 1024
 # asyncio's default write-buffer marks.
 HIGH_WATER = 64 * 1024
 LOW_WATER = 16 * 1024
