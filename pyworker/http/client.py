@@ -36,7 +36,6 @@ from .headers import connection_tokens, get_header
 from .kept import KeptTable
 from .known_heads import KnownResponses
 from .timers import Deadline
-from .transport import READ_SIZE
 from .wire import request_head
 
 IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
@@ -154,14 +153,7 @@ class ClientLimits:
     max_response_bytes: int = 64 * 1024 * 1024
 
 
-# What a read from a model server connection lands in, shared by all of them
-# (each read is copied out at once). asyncio's transports would otherwise
-# `recv` 256 KiB at a time, which maps and unmaps memory on every read (see
-# `transport.READ_SIZE`); a buffered protocol gives them this buffer instead.
-_READ_BUFFER = memoryview(bytearray(READ_SIZE))
-
-
-class _ClientConnection(asyncio.BufferedProtocol):
+class _ClientConnection(asyncio.Protocol):
     """One connection to the model server and its `h11.Connection`."""
 
     def __init__(self, limits: ClientLimits, known: KnownResponses | None = None) -> None:
@@ -215,12 +207,6 @@ class _ClientConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
         self.flow = FlowControl(self.transport)
-
-    def get_buffer(self, sizehint: int) -> memoryview:
-        return _READ_BUFFER
-
-    def buffer_updated(self, nbytes: int) -> None:
-        self.data_received(bytes(_READ_BUFFER[:nbytes]))
 
     def data_received(self, data: bytes) -> None:
         if self._body is not None:
