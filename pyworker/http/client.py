@@ -46,9 +46,11 @@ _HEAD_END = re.compile(rb"\r?\n\r?\n")
 # A response head that has not ended within this many bytes is refused.
 MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 
-# The first piece of a chunked body is decoded no further than this, so that
-# it goes out before a long burst that came with it is decoded.
-FIRST_PIECE_BYTES = 4096
+# The first piece of a chunked body is decoded no further than the first
+# chunk boundary past this many bytes, so that it goes out before a burst
+# that came with it is decoded: 1, the first chunk alone (up to 4 KiB, as it
+# was, a burst's first read was decoded some 70 chunks deep first).
+FIRST_PIECE_BYTES = 1
 
 # Request bodies over this size are sent in slices of it.
 SEND_SLICE_BYTES = 256 * 1024
