@@ -115,20 +115,22 @@ class TransportCase(unittest.IsolatedAsyncioTestCase):
         head = b"head:"
         body = bytes(range(256)) * 40_000  # 10 MB: far more than the socket buffers hold
         transport.writelines([head, body])
-        transport.write(b":tail")
+        tail = [b":%04d" % i for i in range(300)]  # many buffered pieces: more than one sendmsg takes
+        for piece in tail:
+            transport.write(piece)
         self.assertTrue(any(e.startswith("pause") for e in protocol.events), protocol.events)
         self.assertGreater(transport.get_write_buffer_size(), HIGH_WATER)
         received = bytearray()
         loop = asyncio.get_running_loop()
         sock.setblocking(False)
-        while len(received) < len(head) + len(body) + 5:
+        while len(received) < len(head) + len(body) + 5 * len(tail):
             try:
                 chunk = await loop.sock_recv(sock, 1 << 20)
             except BlockingIOError:
                 continue
             self.assertTrue(chunk)
             received += chunk
-        self.assertEqual(bytes(received), head + body + b":tail")
+        self.assertEqual(bytes(received), head + body + b"".join(tail))
         self.assertEqual(transport.get_write_buffer_size(), 0)
         pauses = [e for e in protocol.events if e.startswith(("pause", "resume"))]
         self.assertEqual([e.split()[0] for e in pauses], ["pause", "resume"])
