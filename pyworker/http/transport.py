@@ -168,46 +168,28 @@ class SocketTransport(asyncio.Transport):
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._eof:
             raise RuntimeError("write after write_eof")
-        if self._lost or not data:
-            return
-        if self._buffered:
-            self._buffer.append(memoryview(data))
-            self._buffered += len(data)
-            self._check_high_water()
-            return
-        try:
-            sent = self._sock.send(data)
-        except (BlockingIOError, InterruptedError):
-            sent = 0
-        except OSError as exc:
-            self._force_close(exc)
-            return
-        if sent < len(data):
-            self._hold([memoryview(data)[sent:]])
+        if data and not self._lost:
+            self._send([data])
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
-        pieces = [piece for piece in list_of_data if piece]
-        if not pieces:
-            return
-        if len(pieces) == 1:
-            self.write(pieces[0])
-            return
         if self._eof:
             raise RuntimeError("write after write_eof")
-        if self._lost:
-            return
-        if len(pieces) > _MAX_IOV or sum(map(len, pieces)) <= _JOIN_BYTES:
+        pieces = [piece for piece in list_of_data if piece]
+        if len(pieces) > 1 and (len(pieces) > _MAX_IOV or sum(map(len, pieces)) <= _JOIN_BYTES):
             # Small pieces (a stream's chunks): one copy is cheaper than a scatter list.
-            self.write(b"".join(pieces))
-            return
-        # A head and a large body: sent from where they are, never joined.
-        if self._buffered:
-            sent = 0
-        else:
+            # A head and a large body are sent from where they are, never joined.
+            pieces = [b"".join(pieces)]
+        if pieces and not self._lost:
+            self._send(pieces)
+
+    def _send(self, pieces: list[bytes | bytearray | memoryview]) -> None:
+        """Send what the socket takes now (nothing while earlier bytes wait), and hold the rest."""
+        sent = 0
+        if not self._buffered:
             try:
-                sent = self._sock.sendmsg(pieces)
+                sent = self._sock.send(pieces[0]) if len(pieces) == 1 else self._sock.sendmsg(pieces)
             except (BlockingIOError, InterruptedError):
-                sent = 0
+                pass
             except OSError as exc:
                 self._force_close(exc)
                 return
