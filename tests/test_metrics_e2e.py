@@ -8,7 +8,7 @@ from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from pyworker.dev.ports import free_port
+from pyworker.dev.ports import free_port, wait_port
 from tests.support import ModelProcess, WorkerProcess, body, http_call, wait_for
 
 
@@ -23,6 +23,7 @@ class Metrics(unittest.TestCase):
         cls.metrics_port = free_port()
         env = {"PYWORKER_METRICS_PORT": str(cls.metrics_port)}
         cls.worker = WorkerProcess("workers.hello_world", cls.model.url, cls.model.log, env)
+        wait_port(cls.metrics_port, 30)  # it listens just after the main port
 
     @classmethod
     def tearDownClass(cls) -> None:
@@ -87,6 +88,7 @@ class Metrics(unittest.TestCase):
         )
         try:
             self.assertEqual(http_call(dead.port, "POST", "/generate", body())[0], 502)
+            wait_port(port, 30)
             status, _, raw = http_call(port, "GET", "/metrics")
             families = {f.name: f for f in text_string_to_metric_families(raw.decode())}
             errors = {s.labels["kind"]: s.value for s in families["pyworker_model_errors"].samples}

@@ -333,7 +333,14 @@ class Listener:
     ) -> Listener:
         """Listen on every address `host` names (all of them for None or ""), as asyncio's create_server does."""
         loop = asyncio.get_running_loop()
-        infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        try:
+            # An address needs no resolver (as asyncio does, no thread for it): the
+            # listener is up in this turn, as the worker's side listeners expect.
+            infos = socket.getaddrinfo(
+                host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE | socket.AI_NUMERICHOST
+            )
+        except socket.gaierror:
+            infos = await loop.getaddrinfo(host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
         sockets: list[socket.socket] = []
         seen = set()
         try:
