@@ -208,6 +208,17 @@ class TransportCase(unittest.IsolatedAsyncioTestCase):
             self.assertIsInstance(exc, ConnectionError)
         self.assertEqual(protocol.events.count("lost"), 1)
 
+    async def test_a_host_name_is_resolved_and_each_address_listened_on(self) -> None:
+        listener = await Listener.open("localhost", 0, lambda: Recorder())
+        try:
+            self.assertTrue(listener.sockets)
+            for sock in listener.sockets:
+                host, port = sock.getsockname()[:2]
+                with socket.create_connection((host, port), timeout=5):
+                    pass
+        finally:
+            listener.close()
+
     async def test_close_stops_accepting(self) -> None:
         self.listener.close()
         with self.assertRaises(OSError):
