@@ -48,8 +48,9 @@ MAX_RESPONSE_HEAD_BYTES = 64 * 1024
 
 # The first piece of a chunked body is decoded no further than the first
 # chunk boundary past this many bytes, so that it goes out before a burst
-# that came with it is decoded: 1, the first chunk alone (up to 4 KiB, as it
-# was, a burst's first read was decoded some 70 chunks deep first).
+# that came with it is decoded. 1: the first chunk alone. (At 4 KiB, as it
+# was, a burst's first read was decoded some 70 chunks deep before the
+# first write.)
 FIRST_PIECE_BYTES = 1
 
 # Request bodies over this size are sent in slices of it.
