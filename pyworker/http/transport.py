@@ -11,7 +11,8 @@ already arrived, all in the same turn.
 `SocketTransport` keeps asyncio's contract for what the server uses: writes
 are sent at once and the rest buffered (without copying a large body),
 `pause_writing` past the high-water mark and `resume_writing` under the
-low one, read pausing, `close` after the buffer is flushed, `abort`, and
+low one, read pausing, the half-close the server's linger needs
+(`write_eof`), `close` after the buffer is flushed, `abort`, and
 `connection_lost` called once, in a later turn, as asyncio does. TLS
 connections keep asyncio's server: its SSL protocol needs its transports.
 """
