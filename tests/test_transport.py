@@ -16,12 +16,13 @@ from pyworker.http.transport import HIGH_WATER, LOW_WATER, Listener, SocketTrans
 class Recorder(asyncio.Protocol):
     """A protocol that writes down every call, in order."""
 
-    def __init__(self, on_made: object = None) -> None:
+    def __init__(self, on_made: object = None, on_data: object = None) -> None:
         self.events: list[str] = []
         self.data = bytearray()
         self.transport: SocketTransport | None = None
         self.lost = asyncio.get_running_loop().create_future()
         self.on_made = on_made
+        self.on_data = on_data
         self.keep_open_on_eof = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -36,6 +37,8 @@ class Recorder(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.events.append("data")
         self.data += data
+        if callable(self.on_data) and self.transport is not None:
+            self.on_data(self.transport)
 
     def eof_received(self) -> bool:
         self.events.append("eof")
@@ -57,9 +60,10 @@ class TransportCase(unittest.IsolatedAsyncioTestCase):
     async def asyncSetUp(self) -> None:
         self.protocols: list[Recorder] = []
         self.on_made: object = None
+        self.on_data: object = None
 
         def factory() -> Recorder:
-            protocol = Recorder(self.on_made)
+            protocol = Recorder(self.on_made, self.on_data)
             self.protocols.append(protocol)
             return protocol
 
@@ -99,6 +103,27 @@ class TransportCase(unittest.IsolatedAsyncioTestCase):
         assert transport is not None
         self.assertEqual(transport.get_extra_info("peername"), sock.getsockname())
         self.assertEqual(transport.get_extra_info("sockname")[1], self.port)
+        # Registered for reads once that turn is over: what comes next is read too.
+        sock.sendall(b" again")
+        await self.until(lambda: protocol.data == b"hello again", "the data after the first read")
+        self.assertNotEqual(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 0)
+
+    async def test_reading_paused_by_the_first_read_stays_paused_until_resumed(self) -> None:
+        # Paused in the turn of the accept, before the socket is registered for reads.
+        self.on_data = lambda transport: transport.pause_reading()
+        sock = self.client()
+        sock.sendall(b"first")
+        protocol = await self.accepted()
+        transport = protocol.transport
+        assert transport is not None
+        await self.until(lambda: "next turn" in protocol.events, "the next turn")
+        self.assertEqual(protocol.events[:3], ["made", "data", "next turn"])
+        sock.sendall(b" second")
+        await asyncio.sleep(0.05)
+        self.assertEqual(bytes(protocol.data), b"first")
+        self.assertFalse(transport.is_reading())
+        transport.resume_reading()
+        await self.until(lambda: protocol.data == b"first second", "the data after resuming")
 
     async def test_data_after_the_accept_is_read_when_it_comes(self) -> None:
         sock = self.client()
