@@ -359,7 +359,7 @@ class Listener:
         self._factory = protocol_factory
         self._closed = False
         for sock in sockets:
-            loop.add_reader(sock.fileno(), self._accept, sock)
+            self._watch(sock)
 
     @classmethod
     async def open(
@@ -404,12 +404,20 @@ class Listener:
             raise
         return cls(loop, sockets, protocol_factory)
 
-    def _accept(self, listening: socket.socket) -> None:
+    def _watch(self, listening: socket.socket) -> None:
+        # The family and type as plain ints, read once: `socket.accept()` reads
+        # them as enums on every call, a dozen lines of enum code on a cold core.
+        kind = (int(listening.family), int(listening.type), listening.proto)
+        self._loop.add_reader(listening.fileno(), self._accept, listening, kind)
+
+    def _accept(self, listening: socket.socket, kind: tuple[int, int, int]) -> None:
         # One connection a call: the selector reports the socket again while
         # others are queued, and a second accept that finds none would raise
         # (an exception on a cold core) before the first one's request moves on.
         try:
-            sock, peername = listening.accept()
+            # What socket.accept() does, but for the enums (see `_watch`).
+            fd, peername = listening._accept()  # type: ignore[attr-defined]
+            sock = socket.socket(*kind, fileno=fd)
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return  # none after all, or that client gave up while queued
         except OSError as exc:
@@ -433,7 +441,7 @@ class Listener:
 
     def _resume(self, listening: socket.socket) -> None:
         if not self._closed:
-            self._loop.add_reader(listening.fileno(), self._accept, listening)
+            self._watch(listening)
 
     def close(self) -> None:
         """Stop accepting; connections already made go on."""
