@@ -6,7 +6,9 @@ the turns after that: three turns of the event loop before a protocol sees
 the request a client sent right after connecting, each a trip through the
 selector on a core that is cold after an idle gap. Here the accept callback
 builds the transport, which calls `connection_made` and reads what has
-already arrived, all in the same turn.
+already arrived, all in the same turn; when a request was there, the
+socket is registered for more reads in the turn after, once the request
+is on its way.
 
 `SocketTransport` keeps asyncio's contract for what the server uses: writes
 are sent at once and the rest buffered (without copying a large body),
