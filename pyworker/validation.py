@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import collections.abc
 import dataclasses
-import itertools
-import math
-import operator
 import types
 import typing
-from collections.abc import Callable
 from functools import cache
 from typing import Any, TypeVar
 
@@ -86,44 +82,8 @@ def _fields(cls: type) -> tuple[tuple[str, bool, frozenset[type] | None, str], .
     return tuple(out)
 
 
-# Fields whose allowed type combinations number more than this are checked one by one.
-MAX_TYPE_COMBINATIONS = 256
-
-
-@cache
-def _whole_check(
-    cls: type,
-) -> tuple[Callable[[dict[str, Any]], tuple[Any, ...]], tuple[str, ...], frozenset[tuple[type, ...]]] | None:
-    """For `_read_fields`' quick way: a getter of every field's value, the field names,
-    and every valid combination of the values' types. None where there is no quick
-    way: a field of any type, fewer than two fields, or too many combinations."""
-    fields = _fields(cls)
-    allowed = [spec[2] for spec in fields if spec[2] is not None]
-    if len(fields) < 2 or len(allowed) < len(fields) or math.prod(map(len, allowed)) > MAX_TYPE_COMBINATIONS:
-        return None
-    names = tuple(spec[0] for spec in fields)
-    return operator.itemgetter(*names), names, frozenset(itertools.product(*allowed))
-
-
 def _read_fields(cls: type, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """The values in `data` for the fields of dataclass `cls`, and each field it lacks or has of the wrong type."""
-    whole = _whole_check(cls)
-    if whole is not None:
-        # Most bodies have every field, each of an allowed type: that is checked
-        # in a few calls, where `_read_each` runs a dozen lines per field.
-        get_all, keys, valid = whole
-        try:
-            found = get_all(data)
-        except KeyError:
-            pass  # one is missing: `_read_each` says which, and whether it may be
-        else:
-            if tuple(map(type, found)) in valid:
-                return dict(zip(keys, found, strict=True)), {}
-    return _read_each(cls, data)
-
-
-def _read_each(cls: type, data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
-    """`_read_fields` the long way: field by field."""
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name, required, allowed, names in _fields(cls):

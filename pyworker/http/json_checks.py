@@ -14,10 +14,6 @@ from typing import Any
 
 # Deeper JSON is refused: json.loads recurses, and so does every consumer.
 MAX_JSON_DEPTH = 64
-# Brackets in a body up to this size are counted whole, in two calls: a few
-# microseconds at most, and fewer lines of Python than finding them one by
-# one. A larger body is searched only until the limit is passed.
-COUNT_WHOLE_BYTES = 64 * 1024
 
 
 class JsonBodyError(ValueError):
@@ -72,8 +68,6 @@ def loads_checked(body: bytes, max_depth: int = MAX_JSON_DEPTH) -> Any:
 
 def _more_brackets(body: bytes, limit: int) -> bool:
     """True when `body` holds more than `limit` opening brackets, `[` and `{` together."""
-    if len(body) <= COUNT_WHOLE_BYTES:
-        return body.count(b"[") + body.count(b"{") > limit
     seen = 0
     for bracket in (b"[", b"{"):
         at = body.find(bracket)
