@@ -155,28 +155,19 @@ class SocketTransport(asyncio.Transport):
         waits for the next turn, after the step of the request's handler
         that this one schedules (forwarding it to the model, say).
         """
-        try:
-            data = self._sock.recv(READ_SIZE)
-        except (BlockingIOError, InterruptedError):
-            self._register()  # nothing yet: wait for it
-            return
-        except OSError as exc:
-            self._force_close(exc)
-            return
-        self._received(data)
-        self._loop.call_soon(self._register)
+        self._read_ready()
+        if not self._registered:  # something came (nothing: `_read_ready` registered it)
+            self._loop.call_soon(self._register)
 
     def _read_ready(self) -> None:
         try:
             data = self._sock.recv(READ_SIZE)
         except (BlockingIOError, InterruptedError):
+            self._register()  # nothing yet, after the accept: wait for it
             return
         except OSError as exc:
             self._force_close(exc)
             return
-        self._received(data)
-
-    def _received(self, data: bytes) -> None:
         try:
             if data:
                 self._protocol.data_received(data)
