@@ -8,6 +8,7 @@ from typing import Any
 import h11
 
 from pyworker.http.framing import MAX_CHUNK_LINE_BYTES, FramingError, RequestFramer, check_head
+from pyworker.http.known_heads import KnownHeads
 
 MAX_HEAD = 1024
 MAX_BODY = 10_000
@@ -242,6 +243,78 @@ class SameAsH11(unittest.TestCase):
         self.assertEqual(framer.next_piece(), b"hello")
         self.assertIsNone(framer.next_piece())
         self.assertEqual(framer.buffered, len(b"GET /next HTTP/1.1\r\nHost: a\r\n\r\n"))
+
+
+def first_reading(head: bytes, known: KnownHeads | None = None) -> tuple[Any, ...]:
+    """What the server makes of a request head: refused (status), or (method, target, headers, length).
+
+    With `known`, a head the framer finds in the table is taken as h11 read
+    it before, as the server does; every other head goes to h11.
+    """
+    framer = RequestFramer(MAX_HEAD, MAX_BODY, known)
+    framer.feed(head)
+    try:
+        piece = framer.next_piece()
+        assert piece is not None, head
+        if framer.known is not None:
+            request, length = framer.known
+            return ("known", request.method, request.target, list(request.headers), length)
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(piece)
+        event = conn.next_event()
+        assert isinstance(event, h11.Request), event
+        length = check_head(event, MAX_BODY)[0]
+        return ("read", event.method, event.target, list(event.headers), length)
+    except FramingError as exc:
+        return ("error", exc.status)
+    except h11.RemoteProtocolError as exc:
+        return ("error", exc.error_status_hint)
+
+
+class KnownHeadsInTheFramer(unittest.TestCase):
+    """A head read before skips the framer's checks only when it differs in its Content-Length digits alone."""
+
+    LEARNED = HEAD + b"Content-Type: application/json\r\nContent-Length: 25\r\n\r\n"
+
+    def table(self) -> KnownHeads:
+        known = KnownHeads()
+        conn = h11.Connection(h11.SERVER)
+        conn.receive_data(self.LEARNED)
+        event = conn.next_event()
+        assert isinstance(event, h11.Request)
+        known.put(self.LEARNED, event, check_head(event, MAX_BODY)[0])
+        return known
+
+    def test_other_digits_are_known_and_read_as_h11_reads_them(self) -> None:
+        for digits in (b"0", b"7", b"025", b"%d" % MAX_BODY):
+            head = self.LEARNED.replace(b": 25\r\n", b": " + digits + b"\r\n")
+            reading = first_reading(head, self.table())
+            self.assertEqual(reading[0], "known", digits)
+            self.assertEqual(reading[1:], first_reading(head)[1:])
+        self.assertEqual(
+            first_reading(self.LEARNED.replace(b"25", b"%d" % (MAX_BODY + 1)), self.table()), ("error", 413)
+        )
+
+    def test_every_one_byte_change_is_read_as_without_the_table(self) -> None:
+        # Each byte of the learned head replaced by, or preceded by, one that
+        # the checks look for: a flaw anywhere but in the digits must be refused
+        # exactly as it is without the table, and nothing but digits may be "known".
+        known = self.table()
+        head = self.LEARNED
+        digits = head.index(b"25")
+        for at in range(len(head) - 2):  # the final CRLF changed would only leave a head unended
+            for byte in (b"\n", b"\r", b"\x00", b"\x7f", b",", b" ", b"\t", b"5", b"x"):
+                for variant in (head[:at] + byte + head[at + 1 :], head[:at] + byte + head[at:]):
+                    if variant == head or variant.find(b"\r\n\r\n") != len(variant) - 4:
+                        continue  # no change, or the head ends elsewhere: another request
+                    with self.subTest(variant=variant):
+                        reading = first_reading(variant, known)
+                        alone = first_reading(variant)
+                        if reading[0] == "known":
+                            self.assertTrue(digits <= at <= digits + 2 and byte.isdigit(), variant)
+                            self.assertEqual(reading[1:], alone[1:])
+                        else:
+                            self.assertEqual(reading, alone)
 
 
 class Plain(unittest.TestCase):

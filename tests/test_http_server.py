@@ -435,6 +435,26 @@ class SlowAndIdleClients(ServerCase):
         self.assertEqual(await reader.read(), b"")
         writer.close()
 
+    async def test_the_first_head_deadline_is_held_only_until_the_head_or_the_close(self) -> None:
+        first_heads = self.server.first_heads
+        _, quiet = await self.connect()
+        reader, writer = await self.connect()
+        await asyncio.sleep(0.05)
+        self.assertEqual(len(first_heads), 2)
+        quiet.close()  # before its deadline
+        await asyncio.sleep(0.05)
+        self.assertEqual(len(first_heads), 1)
+        # A head, then its body trickled on past the head deadline (0.3 s from
+        # accept): the body's own deadlines hold, no 408.
+        writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\na")
+        await asyncio.sleep(0.05)
+        self.assertEqual(len(first_heads), 0)
+        for byte in (b"b", b"c", b"d", b"e"):
+            await asyncio.sleep(0.1)
+            writer.write(byte)
+        self.assertEqual((await read_response(reader))[:3:2], (200, b"echo:abcde"))
+        writer.close()
+
     async def test_a_partial_head_on_a_kept_alive_connection_gets_408(self) -> None:
         reader, writer = await self.connect()
         writer.write(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\na")

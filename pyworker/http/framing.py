@@ -16,16 +16,25 @@ head, checks its raw bytes, and after the caller has read the parsed head
 chunked framing strictly. It hands h11 only whole, checked syntactic units,
 and never bytes of the next request before the current one is done, so
 pipelined bytes wait here, where the server can bound them.
+
+A head that differs from one read before only in its Content-Length digits
+(`known_heads.py`) was checked when first read: digits add no line ending,
+control character, comma or second Content-Length, so it is not checked
+again, and h11's earlier reading of it comes with it (`known`).
 """
 
 from __future__ import annotations
 
 import enum
 import re
+from typing import TYPE_CHECKING
 
 import h11
 
 from .headers import connection_tokens
+
+if TYPE_CHECKING:  # known_heads imports this module
+    from .known_heads import KnownHeads, RequestHead
 
 
 class FramingError(Exception):
@@ -148,9 +157,19 @@ class RequestFramer:
     b'hi'
     """
 
-    __slots__ = ("_buf", "_scan_from", "state", "_remaining", "_body_bytes", "max_head_bytes", "max_body_bytes")
+    __slots__ = (
+        "_buf",
+        "_scan_from",
+        "state",
+        "_remaining",
+        "_body_bytes",
+        "max_head_bytes",
+        "max_body_bytes",
+        "_known_heads",
+        "known",
+    )
 
-    def __init__(self, max_head_bytes: int, max_body_bytes: int) -> None:
+    def __init__(self, max_head_bytes: int, max_body_bytes: int, known_heads: KnownHeads | None = None) -> None:
         self._buf = bytearray()
         self._scan_from = 0
         self.state = State.HEAD
@@ -158,6 +177,9 @@ class RequestFramer:
         self._body_bytes = 0
         self.max_head_bytes = max_head_bytes
         self.max_body_bytes = max_body_bytes
+        self._known_heads = known_heads
+        # The last head handed out, as h11 read it before (with its Content-Length), or None.
+        self.known: tuple[RequestHead, int] | None = None
 
     @property
     def buffered(self) -> int:
@@ -233,9 +255,13 @@ class RequestFramer:
             raise FramingError(431, f"request head over {self.max_head_bytes} bytes")
         head = bytes(buf[:size])
         del buf[:size]
+        self.state = State.PARSING
+        if self._known_heads is not None:
+            self.known = self._known_heads.get(head, self.max_body_bytes)
+            if self.known is not None:
+                return head  # checked when first read (see the module docstring)
         _check_lines(head, "request head")
         _check_content_length(head)
-        self.state = State.PARSING
         return head
 
     def _chunked(self) -> bytes | None:

@@ -42,7 +42,7 @@ from .framing import State as FramerState
 from .known_heads import KnownHeads, RequestHead
 from .messages import Headers, HTTPError, Request, Response, StreamResponse, json_response
 from .routing import Handler, Route, Router
-from .timers import Deadline
+from .timers import Deadline, FixedDeadlines
 from .transport import Listener
 from .wire import REASONS, response_head
 
@@ -176,7 +176,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         # The current request's h11 connection, made when first needed: a
         # plain request whose head was read before needs none (see `_conn`).
         self._h11: h11.Connection | None = None
-        self._framer = RequestFramer(limits.max_header_bytes, limits.max_body_bytes)
+        self._framer = RequestFramer(limits.max_header_bytes, limits.max_body_bytes, server.known_heads)
         self._transport: asyncio.Transport | None = None
         self._flow: FlowControl | None = None
         self._task: asyncio.Task[None] | None = None
@@ -212,7 +212,7 @@ class HTTPServerProtocol(asyncio.Protocol):
             return
         # Counted from accept: a client that connects and says nothing is
         # held no longer than one that sends its head slowly.
-        self._timer.set(self._limits.header_timeout_s)
+        self._server.first_heads.add(self)
 
     def data_received(self, data: bytes) -> None:
         phase = self.phase
@@ -341,7 +341,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         if self._framer.state is FramerState.PARSING:  # the piece is a request head
             ex = self._ex
             ex.raw_head = piece
-            known = self._server.known_heads.get(piece, self._limits.max_body_bytes)
+            known = self._framer.known
             if known is not None:
                 ex.h11_read_head = False
                 head, length = known
@@ -361,6 +361,7 @@ class HTTPServerProtocol(asyncio.Protocol):
         return conn
 
     def _on_head(self, head: RequestHead, length: int, chunked: bool, plain: bool) -> None:
+        self._server.first_heads.discard(self)
         framer = self._framer
         framer.start_body(length, chunked)
         ex = self._ex
@@ -654,6 +655,11 @@ class HTTPServerProtocol(asyncio.Protocol):
 
     # -- timers --------------------------------------------------------------
 
+    def first_head_overdue(self) -> None:
+        """The connection's first head has not come within `header_timeout_s` of accept."""
+        if self.phase is Phase.HEAD:
+            self._on_timeout()
+
     def _on_timeout(self) -> None:
         phase = self.phase
         if phase is Phase.HEAD:
@@ -677,6 +683,10 @@ class HTTPServer:
         self.limits = limits or ServerLimits()
         # Request heads h11 has read, for the next ones that differ only in length.
         self.known_heads = KnownHeads()
+        # Each new connection's first head is due `header_timeout_s` after accept.
+        self.first_heads: FixedDeadlines[HTTPServerProtocol] = FixedDeadlines(
+            self.limits.header_timeout_s, HTTPServerProtocol.first_head_overdue
+        )
         # Insertion-ordered: the oldest connection comes first.
         self.connections: dict[HTTPServerProtocol, None] = {}
         self._listener: Listener | None = None  # plain TCP
@@ -697,6 +707,7 @@ class HTTPServer:
 
     def forget(self, conn: HTTPServerProtocol) -> None:
         self.connections.pop(conn, None)
+        self.first_heads.discard(conn)
 
     async def start(self, host: str, port: int, ssl_context: ssl.SSLContext | None = None) -> None:
         """Listen on `host`:`port` (port 0: any free one); TLS when given a context."""
@@ -739,3 +750,4 @@ class HTTPServer:
             conn.cancel()
             conn.close_if_idle()
         await asyncio.sleep(0)
+        self.first_heads.close()

@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+K = TypeVar("K", bound=Hashable)
+
+log = logging.getLogger("pyworker.http")
 
 
 class Deadline:
@@ -51,3 +57,66 @@ class Deadline:
             return
         self._when = None
         self._callback()
+
+
+class FixedDeadlines(Generic[K]):
+    """Deadlines of one length for many keys, on a single timer.
+
+    Set in order and all as long, they fall due in the order they were set:
+    the timer waits for the oldest, and when it fires it expires what is due
+    and waits for the next. So `add` costs a clock read and a dict insert,
+    and `discard` a dict pop, where a timer per key would cost a timer
+    handle and a heap push (a new connection's head deadline: most heads
+    arrive in the accept's own turn, and the deadline is dropped at once).
+    """
+
+    __slots__ = ("_delay_s", "_expire", "_due", "_loop", "_handle")
+
+    def __init__(self, delay_s: float, expire: Callable[[K], None]) -> None:
+        self._delay_s = delay_s
+        self._expire = expire
+        self._due: dict[K, float] = {}  # insertion order is deadline order
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    def __len__(self) -> int:
+        return len(self._due)
+
+    def add(self, key: K) -> None:
+        """`expire(key)` in `delay_s` unless discarded first."""
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        when = loop.time() + self._delay_s
+        self._due[key] = when
+        if self._handle is None:
+            self._handle = loop.call_at(when, self._fire)
+
+    def discard(self, key: K) -> None:
+        self._due.pop(key, None)
+
+    def close(self) -> None:
+        """Drop every deadline and the timer."""
+        self._due.clear()
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def _fire(self) -> None:
+        self._handle = None
+        loop = self._loop
+        assert loop is not None
+        now = loop.time()
+        expired: list[K] = []
+        for key, when in self._due.items():
+            if when > now:
+                self._handle = loop.call_at(when, self._fire)
+                break
+            expired.append(key)
+        for key in expired:
+            del self._due[key]
+        for key in expired:
+            try:
+                self._expire(key)
+            except Exception:  # one key's failure must not leave the others without a deadline
+                log.exception("deadline callback failed")
