@@ -19,6 +19,7 @@ up for; PIP_NO_INDEX=1 and PIP_FIND_LINKS=DIR make it offline.
 from __future__ import annotations
 
 import argparse
+import compileall
 import os
 import shutil
 import subprocess
@@ -70,6 +71,13 @@ def vendor(worker: str, out: Path, python: str | None, platform: str | None) -> 
     subprocess.run([*pip, "-r", str(ROOT / "requirements.txt")], check=True)
     for leftover in (out / "site-packages").glob("bin"):
         shutil.rmtree(leftover)  # console scripts of the distributions: not used
+    if python is None or python == f"{sys.version_info[0]}.{sys.version_info[1]}":
+        # Bytecode for the image's Python, which is this one: an image often sets
+        # PYTHONDONTWRITEBYTECODE or is read-only, and then each start would
+        # compile every module again (30-60 ms). pip compiled site-packages.
+        for package in ("pyworker", "workers"):
+            if not compileall.compile_dir(out / package, quiet=1):
+                raise SystemExit(f"vendor: {package} did not compile")
     return folder_size(out)
 
 

@@ -40,6 +40,10 @@ class Vendoring(unittest.TestCase):
             ):
                 self.assertTrue((out / part).exists(), part)
             self.assertFalse((out / "workers" / "openai").exists(), "only the chosen worker")
+            tag = sys.implementation.cache_tag
+            for module in ("pyworker/backend", "pyworker/http/server", "workers/hello_world/server"):
+                folder, name = module.rsplit("/", 1)
+                self.assertTrue((out / folder / "__pycache__" / f"{name}.{tag}.pyc").is_file(), module)
 
             # Everything it imports comes from the folder.
             probe = (

@@ -96,8 +96,9 @@ class FixedDeadlines(Generic[K]):
         self._due.pop(key, None)
 
     def close(self) -> None:
-        """Drop every deadline and the timer."""
+        """Drop every deadline and the timer (the next `add` may be on another loop)."""
         self._due.clear()
+        self._loop = None
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
