@@ -46,6 +46,16 @@ class FixedDeadlinesOnOneTimer(unittest.IsolatedAsyncioTestCase):
             self.assertGreaterEqual(when - added[key], DELAY - 0.005, key)
         self.assertEqual(len(self.deadlines), 0)
 
+    async def test_a_key_added_again_is_due_from_then_after_the_others(self) -> None:
+        for key in ("a", "b"):
+            self.deadlines.add(key)
+        await asyncio.sleep(0.05)
+        again = self.loop.time()
+        self.deadlines.add("a")
+        await until(lambda: len(self.expired) == 2)
+        self.assertEqual(self.keys(), ["b", "a"])
+        self.assertGreaterEqual(self.expired[1][1] - again, DELAY - 0.005)
+
     async def test_discarded_keys_never_expire(self) -> None:
         for key in ("a", "b", "c"):
             self.deadlines.add(key)

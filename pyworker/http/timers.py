@@ -83,12 +83,14 @@ class FixedDeadlines(Generic[K]):
         return len(self._due)
 
     def add(self, key: K) -> None:
-        """`expire(key)` in `delay_s` unless discarded first."""
+        """`expire(key)` in `delay_s` unless discarded first (a key added again: from now)."""
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
         when = loop.time() + self._delay_s
-        self._due[key] = when
+        due = self._due
+        due.pop(key, None)  # to the end, where the latest deadline belongs
+        due[key] = when
         if self._handle is None:
             self._handle = loop.call_at(when, self._fire)
 
