@@ -177,6 +177,20 @@ def wait_for(predicate: Callable[[], Any], timeout_s: float = 20.0, what: str = 
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+async def until(done: Callable[[], Any], what: str = "condition", timeout_s: float = 5.0) -> None:
+    """`wait_for` inside an event loop: poll `done()` without blocking the loop.
+
+    For what the loop itself does in its own time (a busy machine runs
+    timers and callbacks late, never early).
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not done():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        await asyncio.sleep(0.002)
+
+
 class WorkerProcess(Child):
     """`python -m pyworker MODULE` on a free port (signatures off, no reports, unless `env` says)."""
 

@@ -21,8 +21,7 @@ from pyworker.http import (
     wire,
 )
 from pyworker.http.wire import REASONS, response_head
-from tests.support import post_bytes, read_response
-from tests.test_timers import until
+from tests.support import post_bytes, read_response, until
 
 
 class ServerCase(unittest.IsolatedAsyncioTestCase):

@@ -4,20 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import unittest
-from collections.abc import Callable
 
 from pyworker.http.timers import FixedDeadlines
+from tests.support import until
 
 DELAY = 0.1
-
-
-async def until(done: Callable[[], bool], timeout_s: float = 5.0) -> None:
-    """Wait until `done()` (a busy machine may run the timer late, never early)."""
-    deadline = asyncio.get_running_loop().time() + timeout_s
-    while not done():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("not done in time")
-        await asyncio.sleep(0.01)
 
 
 class FixedDeadlinesOnOneTimer(unittest.IsolatedAsyncioTestCase):

@@ -11,6 +11,10 @@ import time
 import unittest
 
 from pyworker.http.transport import HIGH_WATER, LOW_WATER, Listener, SocketTransport
+from tests.support import until
+
+# How long a test waits for the loop to do what it should have done.
+WAIT_S = 2.0
 
 
 class Recorder(asyncio.Protocol):
@@ -85,18 +89,11 @@ class TransportCase(unittest.IsolatedAsyncioTestCase):
             await asyncio.sleep(0.002)
         self.fail("no connection accepted")
 
-    async def until(self, condition: object, what: str) -> None:
-        for _ in range(1000):
-            if callable(condition) and condition():
-                return
-            await asyncio.sleep(0.002)
-        self.fail(f"timed out waiting for {what}")
-
     async def test_a_request_sent_with_the_connect_is_read_in_the_turn_of_the_accept(self) -> None:
         sock = self.client()
         sock.sendall(b"hello")  # before the loop runs the accept: it waits in the socket
         protocol = await self.accepted()
-        await self.until(lambda: "next turn" in protocol.events, "the next turn")
+        await until(lambda: "next turn" in protocol.events, "the next turn", WAIT_S)
         self.assertEqual(protocol.events[:3], ["made", "data", "next turn"])
         self.assertEqual(bytes(protocol.data), b"hello")
         transport = protocol.transport
@@ -105,7 +102,7 @@ class TransportCase(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(transport.get_extra_info("sockname")[1], self.port)
         # Registered for reads once that turn is over: what comes next is read too.
         sock.sendall(b" again")
-        await self.until(lambda: protocol.data == b"hello again", "the data after the first read")
+        await until(lambda: protocol.data == b"hello again", "the data after the first read", WAIT_S)
         self.assertNotEqual(transport.get_extra_info("socket").getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY), 0)
 
     async def test_reading_paused_by_the_first_read_stays_paused_until_resumed(self) -> None:
@@ -116,21 +113,21 @@ class TransportCase(unittest.IsolatedAsyncioTestCase):
         protocol = await self.accepted()
         transport = protocol.transport
         assert transport is not None
-        await self.until(lambda: "next turn" in protocol.events, "the next turn")
+        await until(lambda: "next turn" in protocol.events, "the next turn", WAIT_S)
         self.assertEqual(protocol.events[:3], ["made", "data", "next turn"])
         sock.sendall(b" second")
         await asyncio.sleep(0.05)
         self.assertEqual(bytes(protocol.data), b"first")
         self.assertFalse(transport.is_reading())
         transport.resume_reading()
-        await self.until(lambda: protocol.data == b"first second", "the data after resuming")
+        await until(lambda: protocol.data == b"first second", "the data after resuming", WAIT_S)
 
     async def test_data_after_the_accept_is_read_when_it_comes(self) -> None:
         sock = self.client()
         protocol = await self.accepted()
-        await self.until(lambda: "next turn" in protocol.events, "the next turn")
+        await until(lambda: "next turn" in protocol.events, "the next turn", WAIT_S)
         sock.sendall(b"later")
-        await self.until(lambda: protocol.data == b"later", "the data")
+        await until(lambda: protocol.data == b"later", "the data", WAIT_S)
 
     async def test_a_large_answer_to_a_client_not_reading_pauses_then_resumes_and_arrives_whole(self) -> None:
         sock = self.client()
@@ -177,7 +174,7 @@ class TransportCase(unittest.IsolatedAsyncioTestCase):
         self.assertIsNone(await asyncio.wait_for(protocol.lost, 5))
 
         sock2 = self.client()
-        await self.until(lambda: len(self.protocols) == 2, "a second connection")
+        await until(lambda: len(self.protocols) == 2, "a second connection", WAIT_S)
         second = self.protocols[1]
         assert second.transport is not None
         second.transport.write(body)
@@ -199,7 +196,7 @@ class TransportCase(unittest.IsolatedAsyncioTestCase):
             transport.write(b"more")
         self.assertEqual(await asyncio.to_thread(read_all, sock), b"answer")
         sock.sendall(b"still read")
-        await self.until(lambda: protocol.data == b"still read", "the data after write_eof")
+        await until(lambda: protocol.data == b"still read", "the data after write_eof", WAIT_S)
 
     async def test_the_client_closing_gives_eof_then_close(self) -> None:
         sock = self.client()
@@ -220,7 +217,7 @@ class TransportCase(unittest.IsolatedAsyncioTestCase):
         assert protocol.transport is not None
         self.assertFalse(protocol.transport.is_reading())
         protocol.transport.resume_reading()
-        await self.until(lambda: protocol.data == b"held", "the data after resuming")
+        await until(lambda: protocol.data == b"held", "the data after resuming", WAIT_S)
 
     async def test_a_reset_by_the_client_is_connection_lost_with_the_error(self) -> None:
         sock = self.client()
